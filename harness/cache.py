@@ -1,0 +1,65 @@
+"""On-disk cache of trained models (the original and retrain-from-scratch ones), keyed by what makes them.
+
+Training them is the expensive part of every benchmark; the key hashes the data fingerprint, the
+training set, the model, the recipe, the precision and the seed, so a cached model is reused exactly
+when retraining would give the same thing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+FORMAT = 1  # bump when the engine changes what a given key would produce
+
+
+def cache_key(**parts) -> str:
+    blob = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.blake2b(blob.encode(), digest_size=10).hexdigest()
+
+
+class ModelCache:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pt"
+
+    def load(self, key: str, model: nn.Module) -> dict | None:
+        """Fill `model` with the cached weights and return the metadata, or None on a miss.
+
+        A file that does not load (truncated, corrupt, other architecture) is removed with a warning
+        and reported as a miss, so the caller retrains instead of failing."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(blob["state_dict"])
+            return dict(blob["meta"])
+        except Exception as exc:
+            log.warning("cached model %s is unreadable (%s: %s); removing it and retraining",
+                        path, type(exc).__name__, exc)
+            path.unlink(missing_ok=True)
+            return None
+
+    def save(self, key: str, model: nn.Module, meta: dict) -> Path:
+        """Write atomically: a crash mid-write never leaves a file that looks complete."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save({"state_dict": state, "meta": meta}, tmp)
+            os.replace(tmp, self.path(key))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return self.path(key)

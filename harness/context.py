@@ -1,0 +1,146 @@
+"""What a method receives besides the model: the data it may use and a context of engine helpers.
+
+This is the whole public contract for method authors; built-in methods use nothing else.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import engine
+from .data import ImageData
+
+
+@dataclass(frozen=True)
+class UnlearningData:
+    """Index sets into `images`, and the frozen original model (eval mode, do not train it)."""
+
+    images: ImageData  # on the compute device
+    retain: torch.Tensor
+    forget: torch.Tensor
+    validation: torch.Tensor
+    original: nn.Module
+
+    @property
+    def num_classes(self) -> int:
+        return self.images.num_classes
+
+
+class Context:
+    """Device, seed and engine helpers for one method call.
+
+    Per-epoch logging evaluates the model; that time is counted in `overhead_s` and subtracted from the
+    method's reported run time, so logging curves never makes a method look slower."""
+
+    def __init__(
+        self,
+        data: UnlearningData,
+        compute: engine.Compute,
+        seed: int,
+        model_factory: Callable[[], nn.Module],
+        log_metrics: Callable[[dict, int], None] | None = None,
+        show_progress: bool = True,
+        epoch_eval_size: int | None = 2000,
+        scratch: Callable[..., tuple[nn.Module, dict]] | None = None,
+    ):
+        self.data = data
+        self.compute = compute
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self._model_factory = model_factory
+        self._log_metrics = log_metrics
+        self.show_progress = show_progress
+        self.overhead_s = 0.0  # evaluation for curves: not part of the method's cost
+        self.cached_s = 0.0  # recorded cost of cached from-scratch training: part of it
+        self._scratch = scratch
+        self.history: list[dict] = []
+        # Per-epoch curves are estimated on fixed random subsets so they stay cheap on large splits.
+        gen = torch.Generator().manual_seed(seed + 1)
+        self._eval_sets = {
+            name: idx if epoch_eval_size is None or len(idx) <= epoch_eval_size
+            else idx[torch.randperm(len(idx), generator=gen)[:epoch_eval_size]]
+            for name, idx in (("retain", data.retain), ("forget", data.forget), ("validation", data.validation))
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.compute.device
+
+    def batches(self, indices: torch.Tensor, batch_size: int = 128, *, shuffle: bool = True,
+                augment: bool = False, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised (x, y) batches on the device, shuffled with the run's seeded generator."""
+        return engine.iterate(self.data.images, indices, batch_size, compute=self.compute,
+                              generator=self.generator, shuffle=shuffle, augment_images=augment,
+                              drop_last=drop_last)
+
+    def autocast(self):
+        """Mixed precision as the profile asks; wrap forward passes in it."""
+        return self.compute.autocast()
+
+    def new_model(self) -> nn.Module:
+        """A freshly initialised model of the same architecture, on the device."""
+        return self.compute.prepare(self._model_factory())
+
+    def train_from_scratch(self, indices: torch.Tensor, epochs: int | None = None) -> nn.Module:
+        """A fresh model trained on `indices` with the profile's recipe (the original's), seeded by the run.
+
+        Cached on disk; a cache hit counts its recorded training time towards this method's run time."""
+        if self._scratch is None:
+            raise RuntimeError("this context has no from-scratch trainer")
+        model, meta = self._scratch(indices, self.seed, epochs=epochs, desc="retrain")
+        if meta.get("cached"):
+            self.cached_s += float(meta["train_seconds"])
+        for row in meta.get("history", []):
+            if self._log_metrics is not None:
+                self._log_metrics({"train_loss": row["loss"], "train_acc": row["acc"]}, row["epoch"])
+        return model
+
+    def sgd(self, model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4):
+        return engine.sgd(model, lr, momentum, weight_decay)
+
+    def train_epoch(self, model: nn.Module, batches, optimizer, loss_fn=None, after_step=None) -> dict:
+        """One epoch; loss_fn(logits, y, x) defaults to cross-entropy."""
+        return engine.train_epoch(model, batches, optimizer, compute=self.compute, loss_fn=loss_fn,
+                                  after_step=after_step)
+
+    def fit(self, model: nn.Module, indices: torch.Tensor, *, epochs: int, lr: float, batch_size: int = 128,
+            momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "cosine",
+            augment: bool = False, log: bool = True, phase: str = "train", epoch_offset: int = 0) -> nn.Module:
+        """Plain cross-entropy fine-tuning with per-epoch logging: the common last phase of most methods."""
+        def on_epoch(epoch: int, stats: dict) -> None:
+            if log:
+                self.log_epoch(epoch_offset + epoch, model, **{f"{phase}_loss": stats["loss"], "lr": stats["lr"]})
+
+        return engine.fit(model, self.data.images, indices, epochs=epochs, lr=lr, compute=self.compute,
+                          generator=self.generator, batch_size=batch_size, momentum=momentum,
+                          weight_decay=weight_decay, schedule=schedule, augment_images=augment,
+                          on_epoch=on_epoch, progress=self.progress if self.show_progress else None)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, indices: torch.Tensor) -> torch.Tensor:
+        """float32 logits on the CPU (eval mode, no augmentation)."""
+        return engine.predict(model, self.data.images, indices, compute=self.compute)
+
+    def log_epoch(self, epoch: int, model: nn.Module, **extra: float) -> dict:
+        """Accuracy and loss on retain / forget / validation after `epoch`, logged with step=epoch."""
+        start = time.perf_counter()
+        metrics = {k: float(v) for k, v in extra.items()}
+        for name, idx in self._eval_sets.items():
+            logits = self.predict(model, idx)
+            labels = self.data.images.labels[idx.to(self.data.images.labels.device)].cpu()
+            metrics[f"epoch_acc_{name}"] = float((logits.argmax(1) == labels).float().mean())
+            metrics[f"epoch_loss_{name}"] = float(F.cross_entropy(logits, labels))
+        self.history.append({"epoch": epoch, **metrics})
+        if self._log_metrics is not None:
+            self._log_metrics(metrics, epoch)
+        self.overhead_s += time.perf_counter() - start
+        return metrics
+
+    def progress(self, iterable: Iterable, desc: str = "epochs", total: int | None = None):
+        return tqdm(iterable, desc=desc, total=total, leave=False, disable=not self.show_progress)

@@ -1,0 +1,218 @@
+"""The one training engine: batches from the uint8 tensor, batch-wise augmentation, epoch loops, prediction.
+
+Used for the original model, for retraining and, through `Context`, by every unlearning method, so a
+speed-up or a bug fix here reaches all of them and timings stay comparable.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import MEAN, STD, ImageData
+
+PAD = 4  # random-crop padding of the starting kit
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where and how tensors are computed; shared by training and evaluation."""
+
+    device: torch.device
+    precision: str = "bf16"  # "bf16" autocast or "fp32"
+    channels_last: bool = True
+
+    def __post_init__(self):
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+class Normalizer:
+    """uint8 batch -> normalised float batch in one fused multiply-add on the device."""
+
+    def __init__(self, device: torch.device, channels_last: bool):
+        mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = -mean / std
+        self.channels_last = channels_last
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.addcmul(self.shift, x.float(), self.scale)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding of 4 and a horizontal flip, per sample, as one gather on the batch.
+
+    Zero padding of uint8 pixels equals torchvision's RandomCrop(padding=4) on the PIL image."""
+    b, c, h, w = images.shape
+    padded = F.pad(images, (PAD, PAD, PAD, PAD))
+    dy = torch.randint(0, 2 * PAD + 1, (b, 1), generator=generator).to(images.device)
+    dx = torch.randint(0, 2 * PAD + 1, (b, 1), generator=generator).to(images.device)
+    flip = (torch.rand((b, 1), generator=generator) < 0.5).to(images.device)
+    ar_h = torch.arange(h, device=images.device).view(1, h)
+    ar_w = torch.arange(w, device=images.device).view(1, w)
+    rows = dy + ar_h
+    cols = dx + torch.where(flip, w - 1 - ar_w, ar_w)
+    batch = torch.arange(b, device=images.device).view(b, 1, 1, 1)
+    chan = torch.arange(c, device=images.device).view(1, c, 1, 1)
+    return padded[batch, chan, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+
+
+def iterate(
+    data: ImageData,
+    indices: torch.Tensor,
+    batch_size: int,
+    *,
+    compute: Compute,
+    generator: torch.Generator | None = None,
+    shuffle: bool = False,
+    augment_images: bool = False,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield normalised (x, y) batches over `indices` of `data` (which should already be on the device)."""
+    if (shuffle or augment_images) and generator is None:
+        raise ValueError("shuffling or augmenting needs a seeded generator")
+    normalize = Normalizer(compute.device, compute.channels_last)
+    order = indices[torch.randperm(len(indices), generator=generator)] if shuffle else indices
+    order = order.to(data.images.device)
+    n = len(order)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        idx = order[start:start + batch_size]
+        images = data.images[idx]
+        if augment_images:
+            images = augment(images, generator)
+        x = normalize(images.to(compute.device, non_blocking=True))
+        yield x, data.labels[idx].to(compute.device, non_blocking=True)
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    return n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
+
+
+def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    compute: Compute,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """One pass; loss_fn(logits, y, x) defaults to cross-entropy. Returns mean loss and accuracy."""
+    model.train()
+    total_loss = torch.zeros((), device=compute.device)
+    correct = torch.zeros((), device=compute.device, dtype=torch.long)
+    seen = 0
+    for x, y in batches:
+        with compute.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step()
+        total_loss += loss.detach().float() * len(y)  # kept on the device: no sync per step
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+    seen = max(seen, 1)
+    return {"loss": float(total_loss) / seen, "acc": float(correct) / seen}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageData, indices: torch.Tensor, *, compute: Compute,
+            batch_size: int = 1024) -> torch.Tensor:
+    """float32 logits on the CPU for `indices`, in eval mode, without augmentation."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for x, _ in iterate(data, indices, batch_size, compute=compute):
+        with compute.autocast():
+            out.append(model(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def fit(
+    model: nn.Module,
+    data: ImageData,
+    indices: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    compute: Compute,
+    generator: torch.Generator,
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    schedule: str = "cosine",
+    augment_images: bool = False,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: Callable | None = None,
+) -> nn.Module:
+    """Cross-entropy training with SGD and a per-epoch schedule ('cosine' over `epochs`, or 'constant')."""
+    optimizer = sgd(model, lr, momentum, weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1)) if schedule == "cosine" else None
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    epoch_iter = range(1, epochs + 1)
+    if progress is not None:
+        epoch_iter = progress(epoch_iter, total=epochs)
+    for epoch in epoch_iter:
+        stats = train_epoch(model, iterate(data, indices, batch_size, compute=compute, generator=generator,
+                                           shuffle=True, augment_images=augment_images), optimizer, compute=compute)
+        stats["lr"] = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        if on_epoch is not None:
+            on_epoch(epoch, stats)
+    return model.eval()
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (weight init, dropout) and return a CPU generator for data order."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class Stopwatch:
+    """Wall-clock time with device synchronisation, so GPU work is counted where it happens."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()

@@ -1,0 +1,78 @@
+"""Profiles fix the scale of a run: how much data, how long the original model trains, which precision.
+
+`smoke` exists for tests; `cpu` is the default without a GPU and is tuned so that the original model
+memorises its training set (otherwise every unlearning method looks alike); `paper` is the reference
+paper's setting and the default on CUDA.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the original and the retrain-from-scratch models are trained (the starting kit's recipe)."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True  # random crop (pad 4) + horizontal flip, batch-wise on the device
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    recipe: Recipe
+    train_size: int | None  # training pool drawn (stratified, fixed seed) from the 50k; None = all
+    heldout_size: int | None  # held-out images drawn from the 10k test set; None = all
+    forget_fraction: float = 0.1  # of the training pool (the paper: 10%)
+    validation_fraction: float = 0.2  # of the held-out images (the paper: 80% test / 20% validation)
+    precision: str = "bf16"  # autocast dtype for training and evaluation; "fp32" turns it off
+    channels_last: bool = True
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("description")
+        return d
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            name="smoke",
+            description="a few hundred images, 1 epoch: exercises every code path in seconds (tests only)",
+            recipe=Recipe(epochs=1, batch_size=64, augment=False),
+            train_size=400,
+            heldout_size=400,
+        ),
+        Profile(
+            name="cpu",
+            description="5k training images, 30 epochs without augmentation so the original memorises "
+            "its training set; the default without a GPU (about 15 minutes on 2 cores)",
+            recipe=Recipe(epochs=30, augment=False),
+            train_size=5000,
+            heldout_size=None,
+        ),
+        Profile(
+            name="paper",
+            description="full CIFAR-10 with the paper's sizes (45k retain / 5k forget / 2k validation / "
+            "8k test) and the starting kit's recipe; the default with CUDA",
+            recipe=Recipe(epochs=30, augment=True),
+            train_size=None,
+            heldout_size=None,
+        ),
+    )
+}
+
+
+def default_profile_name() -> str:
+    return "paper" if torch.cuda.is_available() else "cpu"

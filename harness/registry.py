@@ -1,0 +1,112 @@
+"""Registries of named components with errors that tell the user what to type instead."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+
+from .params import Param, resolve
+
+
+class UnknownComponent(KeyError):
+    """A name that no plugin registered; the message lists the valid names."""
+
+    def __init__(self, kind: str, name: str, valid: list[str]):
+        self.kind, self.name, self.valid = kind, name, valid
+        hint = difflib.get_close_matches(name, valid, n=1)
+        did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+        super().__init__(f"unknown {kind} {name!r}.{did_you_mean} Valid {kind}s: {', '.join(valid) or '(none)'}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return self.args[0]
+
+
+class DuplicateComponent(LookupError):
+    """Two plugins registered the same name: using it would be ambiguous, so it is refused."""
+
+    def __init__(self, kind: str, name: str, sources: list[str]):
+        self.kind, self.name, self.sources = kind, name, sources
+        super().__init__(
+            f"{kind} {name!r} is registered by several plugins: {' and '.join(sources)}; "
+            f"uninstall or rename one of them"
+        )
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    fn: Callable
+    description: str = ""
+    source: str = ""  # "distribution version (entry point)" or the in-process plugin name
+
+
+@dataclass(frozen=True)
+class Method(Component):
+    """An unlearning method: fn(model, data, params, ctx) -> the unlearned model (eval mode).
+
+    `space` declares every parameter: its default, its valid range and whether Optuna tunes it."""
+
+    space: Mapping[str, Param] = field(default_factory=dict)
+
+    @property
+    def defaults(self) -> dict:
+        return {name: p.default for name, p in self.space.items()}
+
+    def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict:
+        return resolve(self.space, overrides, owner=f"method {self.name!r}")
+
+
+@dataclass(frozen=True)
+class Attack(Component):
+    """fn(outputs: AttackInput) -> {metric: value}. Metrics are logged prefixed by nothing: name them well."""
+
+
+@dataclass(frozen=True)
+class Scenario(Component):
+    """fn(pool, generator, **options) -> LongTensor of pool positions that form the forget set."""
+
+
+@dataclass(frozen=True)
+class Model(Component):
+    """fn(num_classes) -> a freshly initialised torch.nn.Module."""
+
+
+T = TypeVar("T", bound=Component)
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._conflicts: dict[str, list[str]] = {}
+
+    def add(self, component: T) -> None:
+        existing = self._items.get(component.name)
+        if existing is not None:
+            self._conflicts.setdefault(component.name, [existing.source]).append(component.source)
+            return
+        self._items[component.name] = component
+
+    def get(self, name: str) -> T:
+        if name in self._conflicts:
+            raise DuplicateComponent(self.kind, name, self._conflicts[name])
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UnknownComponent(self.kind, name, self.names()) from None
+
+    def names(self) -> list[str]:
+        return sorted(n for n in self._items if n not in self._conflicts)
+
+    @property
+    def conflicts(self) -> dict[str, list[str]]:
+        return dict(self._conflicts)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items and name not in self._conflicts
+
+    def __iter__(self) -> Iterator[T]:
+        return (self._items[n] for n in self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
