@@ -117,10 +117,10 @@ class Context:
             if log:
                 self.log_epoch(epoch_offset + epoch, model, **{f"{phase}_loss": stats["loss"], "lr": stats["lr"]})
 
-        return engine.fit(model, self.data.images, indices, epochs=epochs, lr=lr, compute=self.compute,
-                          generator=self.generator, batch_size=batch_size, momentum=momentum,
-                          weight_decay=weight_decay, schedule=schedule, augment_images=augment,
-                          on_epoch=on_epoch, progress=self.progress if self.show_progress else None)
+        return engine.fit(model, lambda: self.batches(indices, batch_size, shuffle=True, augment=augment),
+                          epochs=epochs, lr=lr, compute=self.compute, momentum=momentum,
+                          weight_decay=weight_decay, schedule=schedule, on_epoch=on_epoch,
+                          progress=self.progress if self.show_progress else None)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, indices: torch.Tensor) -> torch.Tensor:

@@ -166,32 +166,29 @@ def predict(model: nn.Module, data: ImageData, indices: torch.Tensor, *, compute
 
 def fit(
     model: nn.Module,
-    data: ImageData,
-    indices: torch.Tensor,
+    make_batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
     *,
     epochs: int,
     lr: float,
     compute: Compute,
-    generator: torch.Generator,
-    batch_size: int = 128,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     schedule: str = "cosine",
-    augment_images: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: Callable | None = None,
 ) -> nn.Module:
-    """Cross-entropy training with SGD and a per-epoch schedule ('cosine' over `epochs`, or 'constant')."""
-    optimizer = sgd(model, lr, momentum, weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1)) if schedule == "cosine" else None
+    """Cross-entropy training with SGD and a per-epoch schedule ('cosine' over `epochs`, or 'constant').
+
+    `make_batches()` returns one epoch's batches, so the caller owns shuffling and augmentation."""
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    optimizer = sgd(model, lr, momentum, weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1)) if schedule == "cosine" else None
     epoch_iter = range(1, epochs + 1)
     if progress is not None:
         epoch_iter = progress(epoch_iter, total=epochs)
     for epoch in epoch_iter:
-        stats = train_epoch(model, iterate(data, indices, batch_size, compute=compute, generator=generator,
-                                           shuffle=True, augment_images=augment_images), optimizer, compute=compute)
+        stats = train_epoch(model, make_batches(), optimizer, compute=compute)
         stats["lr"] = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()

@@ -43,9 +43,11 @@ class ScratchTrainer:
         clock = engine.Stopwatch(self.compute.device)
         start = clock.now()
         r = self.recipe
-        engine.fit(model, self.data, indices, epochs=epochs, lr=r.lr, compute=self.compute, generator=generator,
-                   batch_size=r.batch_size, momentum=r.momentum, weight_decay=r.weight_decay, schedule="cosine",
-                   augment_images=r.augment, on_epoch=lambda e, s: history.append({"epoch": e, **s}),
+        make_batches = lambda: engine.iterate(self.data, indices, r.batch_size, compute=self.compute,  # noqa: E731
+                                              generator=generator, shuffle=True, augment_images=r.augment)
+        engine.fit(model, make_batches, epochs=epochs, lr=r.lr, compute=self.compute, momentum=r.momentum,
+                   weight_decay=r.weight_decay, schedule="cosine",
+                   on_epoch=lambda e, s: history.append({"epoch": e, **s}),
                    progress=lambda it, total: tqdm(it, total=total, desc=desc, leave=False,
                                                    disable=not self.show_progress))
         meta = {"train_seconds": clock.now() - start, "device": str(self.compute.device), "epochs": epochs,
