@@ -1,0 +1,67 @@
+"""deviation: add Gaussian noise to conv weights, then fine-tune on retain (3rd place, S. Achour)."""
+import torch
+from torch import nn
+
+from harness import Choice, Float, Int, hookimpl
+
+
+def select_convs(model: nn.Module, layers: str) -> list[nn.Conv2d]:
+    """The convolutions to perturb.
+
+    "conv1": the competition code's rule, Conv2d modules whose *direct child name* contains "conv"; on
+    torchvision's ResNet18 that is only the stem `conv1`. "all": every Conv2d (downsample convs
+    included), as the write-up and the paper describe it."""
+    if layers == "conv1":
+        return [m for name, m in model.named_children() if "conv" in name and isinstance(m, nn.Conv2d)]
+    if layers == "all":
+        return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    raise ValueError(f"layers must be 'conv1' or 'all', got {layers!r}")
+
+
+@torch.no_grad()
+def perturb(convs: list[nn.Conv2d], sigma: float) -> None:
+    """Replace each weight w by a draw from N(w, sigma^2): absolute noise, the same sigma for every layer.
+
+    Only the weights: ResNet convs have no bias, and the source perturbs nothing else."""
+    for conv in convs:
+        conv.weight.copy_(torch.normal(mean=conv.weight, std=sigma))
+
+
+def deviation(model, data, params, ctx):
+    """Perturb conv weights with N(w, sigma^2), fine-tune on retain, re-perturb slightly before the last epoch.
+
+    Source: S. Achour, 3rd place of the NeurIPS 2023 Machine Unlearning competition (the paper's [35]):
+    sigma 0.6, 4 epochs CE on retain, SGD(7e-4, 0.9, 5e-4), cosine over the epochs, batch 64, and noise
+    of sigma 0.005 on the same layers before the final epoch (to shake the optimiser out of a minimum).
+    `layers`: "conv1" (default, what the competition code did) or "all" convs (what the write-up says).
+    Our choices where the source is silent: no augmentation (as `simple`); the cosine schedule is
+    stepped per epoch; with epochs=1 both noises are applied before the single epoch."""
+    convs = select_convs(model, params["layers"])
+    epochs = params["epochs"]
+    perturb(convs, params["sigma"])
+    optimizer = ctx.sgd(model, params["lr"], params["momentum"], params["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    for epoch in ctx.progress(range(1, epochs + 1), total=epochs):
+        if epoch == epochs:
+            perturb(convs, params["final_sigma"])
+        stats = ctx.train_epoch(model, ctx.batches(data.retain, params["batch_size"], shuffle=True), optimizer)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        ctx.log_epoch(epoch, model, train_loss=stats["loss"], lr=lr)
+    return model.eval()
+
+
+@hookimpl
+def register_methods(register):
+    register("deviation", deviation, space={
+        "epochs": Int(1, 30, default=4, help="fine-tuning epochs on retain (the main phase)"),
+        "lr": Float(1e-5, 1e-1, default=7e-4, log=True, help="SGD learning rate of the fine-tuning"),
+        "sigma": Float(0.05, 1.0, default=0.6, log=True, help="std of the initial absolute weight noise"),
+        "layers": Choice(["conv1", "all"], default="conv1",
+                         help="conv1: the stem conv only (competition code); all: every Conv2d (write-up)"),
+        "final_sigma": Float(0.0, 0.05, default=0.005, tune=False,
+                             help="std of the noise added before the last epoch (0 disables it)"),
+        "batch_size": Int(16, 512, default=64, tune=False),
+        "momentum": Float(0.0, 0.99, default=0.9, tune=False),
+        "weight_decay": Float(0.0, 1e-2, default=5e-4, tune=False),
+    })

@@ -1,0 +1,44 @@
+"""rotate: transpose every conv kernel, then fine-tune on retain (5th place, toshi_k)."""
+import torch
+from torch import nn
+
+from harness import Float, Int, hookimpl
+
+
+@torch.no_grad()
+def transpose_conv_kernels(model: nn.Module) -> None:
+    """Replace every Conv2d weight w (out, in, kh, kw) by its kernel transpose w.swapaxes(2, 3), in place.
+
+    Only conv weights change (biases, BN and Linear are untouched). Kernels must be square so that the
+    architecture stays the same (all of ResNet18's are)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            w = module.weight
+            if w.shape[2] != w.shape[3]:
+                raise ValueError(f"cannot transpose a non-square {tuple(w.shape[2:])} kernel in place")
+            w.copy_(w.swapaxes(2, 3).clone())  # clone: the swapped view aliases w
+
+
+def rotate(model, data, params, ctx):
+    """Transpose all conv kernels, then fine-tune on retain with cross-entropy.
+
+    Source: toshi_k, 5th place of the NeurIPS 2023 Machine Unlearning competition (the paper's [32]).
+    The transpose keeps each filter's statistics, so useful features survive while the exact function
+    (and what it memorised of the forget set) is broken; 3 epochs CE on retain, SGD(1e-3, 0.9, 5e-4),
+    cosine over the epochs, batch 64 (about 10% of retrain). Our choices where the source is silent:
+    no augmentation (as `simple`); the cosine schedule is stepped per epoch."""
+    transpose_conv_kernels(model)
+    return ctx.fit(model, data.retain, epochs=params["epochs"], lr=params["lr"], batch_size=params["batch_size"],
+                   momentum=params["momentum"], weight_decay=params["weight_decay"], schedule="cosine",
+                   phase="finetune")
+
+
+@hookimpl
+def register_methods(register):
+    register("rotate", rotate, space={
+        "epochs": Int(1, 30, default=3, help="fine-tuning epochs on retain after the transpose (the main phase)"),
+        "lr": Float(1e-5, 1e-1, default=1e-3, log=True, help="SGD learning rate of the fine-tuning"),
+        "batch_size": Int(16, 512, default=64, tune=False),
+        "momentum": Float(0.0, 0.99, default=0.9, tune=False),
+        "weight_decay": Float(0.0, 1e-2, default=5e-4, tune=False),
+    })

@@ -1,0 +1,76 @@
+"""Metrics checked against reference implementations (scikit-learn) and hand-computed values."""
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from harness.evaluation import AttackInput, Outputs, utility_metrics
+from harness.host import default_host
+from harness.stats import bootstrap_auc_ci, roc_auc
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_roc_auc_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    scores = rng.normal(size=300) + y * 0.5
+    scores[:50] = np.round(scores[:50])  # ties
+    assert roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+
+
+def test_bootstrap_ci_brackets_auc_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    def ci(n):
+        y = np.r_[np.ones(n), np.zeros(n)]
+        s = rng.normal(size=2 * n) + y * 0.3
+        return roc_auc(y, s), bootstrap_auc_ci(y, s, n_boot=300)
+    auc, (lo, hi) = ci(200)
+    assert lo < auc < hi
+    _, (lo2, hi2) = ci(2000)
+    assert hi2 - lo2 < hi - lo
+
+
+def outputs(logits_by_split, labels_by_split):
+    return Outputs({k: torch.tensor(v, dtype=torch.float32) for k, v in logits_by_split.items()},
+                   {k: torch.tensor(v) for k, v in labels_by_split.items()})
+
+
+def test_utility_metrics_and_confidence():
+    logits = {"retain": [[2.0, 0.0], [0.0, 2.0]], "forget": [[3.0, 0.0], [0.0, 1.0]],
+              "validation": [[1.0, 0.0], [1.0, 0.0]], "test": [[0.0, 1.0], [1.0, 0.0]]}
+    labels = {"retain": [0, 1], "forget": [0, 1], "validation": [0, 1], "test": [1, 1]}
+    out = outputs(logits, labels)
+    m = utility_metrics(out, retrain=out)
+    assert m["acc_forget"] == 1.0 and m["acc_validation"] == 0.5 and m["forget_val_ratio"] == 2.0
+    assert m["acc_test"] == 0.5 and m["gap_acc_forget"] == 0.0
+    assert m["loss_retain"] == pytest.approx(float(np.log1p(np.exp(-2.0))))
+    p = torch.tensor(logits["forget"]).softmax(1)[[0, 1], [0, 1]]
+    torch.testing.assert_close(out.confidence("forget"), torch.log(p) - torch.log1p(-p))
+
+
+def mia_on(forget_losses, test_losses):
+    """Outputs whose per-sample CE losses on forget/test are the given values (2 classes)."""
+    def logits(losses):
+        # CE of logits [z, 0] with label 0 is log(1 + exp(-z)); invert for z.
+        z = -np.log(np.expm1(np.asarray(losses)))
+        return np.stack([z, np.zeros_like(z)], 1)
+    out = outputs({"forget": logits(forget_losses), "test": logits(test_losses),
+                   "retain": [[1.0, 0.0]], "validation": [[1.0, 0.0]]},
+                  {"forget": [0] * len(forget_losses), "test": [0] * len(test_losses), "retain": [0], "validation": [0]})
+    return default_host().attacks.get("mia").fn(AttackInput(out, seed=0))
+
+
+def test_mia_detects_members_and_is_chance_on_identical_distributions():
+    rng = np.random.default_rng(0)
+    separable = mia_on(rng.uniform(0.01, 0.1, 400), rng.uniform(1.0, 3.0, 800))
+    assert separable["mia_auc"] > 0.99 and separable["mia_signed_auc"] > 0.99
+    same = mia_on(rng.uniform(0.1, 2.0, 400), rng.uniform(0.1, 2.0, 800))
+    assert abs(same["mia_auc"] - 0.5) < 0.1
+    assert same["mia_signed_auc_low"] < 0.5 < same["mia_signed_auc_high"]
+
+
+def test_mia_signed_auc_shows_over_forgetting():
+    """Forget losses *higher* than test: the CV AUC stays above 0.5, the signed AUC goes below."""
+    rng = np.random.default_rng(1)
+    over = mia_on(rng.uniform(2.0, 4.0, 400), rng.uniform(0.1, 2.0, 800))
+    assert over["mia_auc"] > 0.9 and over["mia_signed_auc"] < 0.1
