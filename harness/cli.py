@@ -65,6 +65,7 @@ def main():
 @click.option("--seeds", default="0", show_default=True, help="Split seeds: 0,1,2 or 0-2.")
 @click.option("--profile", help="smoke, cpu or paper (default: paper with CUDA, else cpu).")
 @click.option("--model", default="resnet18", show_default=True)
+@click.option("--precision", type=click.Choice(["bf16", "fp32"]), help="Override the profile's precision.")
 @click.option("--attacks", help="Comma-separated attacks (default: all registered).")
 @click.option("--param", "params", multiple=True, metavar="METHOD.NAME=VALUE", help="Override a method parameter.")
 @click.option("--scenario-option", "scenario_options", multiple=True, metavar="NAME=VALUE",
@@ -78,7 +79,7 @@ def main():
 @click.option("--log-models/--no-log-models", default=True, show_default=True,
               help="Log the original and retrain checkpoints as artifacts.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(methods, scenario, seeds, profile, model, attacks, params, scenario_options, data_dir, cache_dir, device,
+def run(methods, scenario, seeds, profile, model, precision, attacks, params, scenario_options, data_dir, cache_dir, device,
         tracking_uri, experiment, resume, log_models, quiet):
     """Run unlearning methods and log every (method, seed) to MLflow."""
     from .report import format_summary
@@ -87,10 +88,11 @@ def run(methods, scenario, seeds, profile, model, attacks, params, scenario_opti
 
     config = RunConfig(
         methods=_parse_list(methods), scenario=scenario, seeds=_parse_seeds(seeds), profile=profile, model=model,
+        precision=precision,
         attacks=_parse_list(attacks), method_params=_parse_assignments(params, "--param", True),
         scenario_options=_parse_assignments(scenario_options, "--scenario-option", False),
         data_dir=data_dir, cache_dir=cache_dir, device=device, experiment=experiment, log_models=log_models,
-        show_progress=not quiet, resume=resume)
+        show_progress=not quiet, resume=resume, command=" ".join(["unlearn", *sys.argv[1:]]))
     try:
         p = plan(config)
     except UsageError as exc:
@@ -137,6 +139,49 @@ def plugins(verbose):
             click.echo(f"  {info.name} ({info.source}): {info.error}")
             if verbose and info.details:
                 click.echo("    " + info.details.replace("\n", "\n    "))
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--experiment", help="Use the newest finished parent run of this experiment.")
+@click.option("--tracking-uri", help="MLflow tracking URI [default: the one `unlearn run` uses].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write markdown here instead of stdout.")
+@click.option("--title", default="Unlearning results", show_default=True)
+def report(run_id, experiment, tracking_uri, output, title):
+    """Markdown table (mean ± std over seeds, and every run) of a parent run logged by `unlearn run`."""
+    from mlflow import MlflowClient
+
+    from .report import results_markdown, rows_from_mlflow
+    from .runner import RunResult
+    from .tracking import default_tracking_uri
+
+    client = MlflowClient(tracking_uri=default_tracking_uri(tracking_uri))
+    if run_id is None:
+        if not experiment:
+            raise click.UsageError("give a parent RUN_ID or --experiment NAME")
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise click.UsageError(f"no experiment named {experiment!r}")
+        parents = client.search_runs([exp.experiment_id], filter_string="tags.run_kind = 'parent'",
+                                     order_by=["attributes.start_time DESC"], max_results=50)
+        parents = [r for r in parents if r.info.status == "FINISHED"]
+        if not parents:
+            raise click.ClickException(f"experiment {experiment!r} has no finished parent run")
+        run_id = parents[0].info.run_id
+    parent = client.get_run(run_id)
+    result = RunResult(rows_from_mlflow(client, run_id), [], run_id, {})
+    tags, params = parent.data.tags, parent.data.params
+    facts = {"parent run": f"`{run_id}` ({parent.info.status})", "profile": params.get("profile", "?"),
+             "scenario": params.get("scenario", "?"), "seeds": params.get("seeds", "?"),
+             "device": tags.get("device", "?"), "precision": params.get("precision", "?"),
+             "harness": f"{tags.get('harness_version', '?')} (commit {str(tags.get('git_commit', '?'))[:10]})"}
+    text = results_markdown(result.summary(), result.frame(), title=title, command=tags.get("command"), facts=facts)
+    if output:
+        with open(output, "w") as fh:
+            fh.write(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text)
 
 
 @main.command()

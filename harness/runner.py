@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -39,6 +39,7 @@ class RunConfig:
     scenario: str = "random"
     seeds: list[int] = field(default_factory=lambda: [0])
     profile: str | None = None  # None: 'paper' with CUDA, else 'cpu'
+    precision: str | None = None  # None: the profile's ("bf16" or "fp32")
     model: str = "resnet18"
     attacks: list[str] | None = None  # None: every registered attack
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -51,6 +52,7 @@ class RunConfig:
     show_progress: bool = True
     resume: bool = False
     epoch_eval_size: int | None = 2000
+    command: str | None = None  # the command line, kept as a tag so reports can say how to regenerate them
 
 
 @dataclass
@@ -123,7 +125,12 @@ def plan(config: RunConfig, host: Host | None = None) -> Plan:
         raise UsageError(str(exc)) from None
     if not config.seeds:
         raise UsageError("no seeds given")
-    return Plan(config, PROFILES[profile_name], methods, params, attacks, scenario, model)
+    profile = PROFILES[profile_name]
+    if config.precision is not None:
+        if config.precision not in ("bf16", "fp32"):
+            raise UsageError(f"unknown precision {config.precision!r}. Valid precisions: bf16, fp32")
+        profile = replace(profile, precision=config.precision)
+    return Plan(config, profile, methods, params, attacks, scenario, model)
 
 
 def config_hash(p: Plan, fingerprint: str) -> str:
@@ -168,7 +175,8 @@ class Runner:
             log.info("resuming run %s: %d finished child runs reused", parent_id, len(done))
         else:
             parent = self.tracker.start_parent(
-                f"{p.profile.name}-{p.scenario.name}", tags=self._tags(run_kind="parent", config_hash=chash))
+                f"{p.profile.name}-{p.scenario.name}",
+                tags=self._tags(run_kind="parent", config_hash=chash, command=cfg.command))
             parent.log_params(self._parent_params(data))
             parent.log_dict(self._config_dict(data), "config.json")
         self.parent = parent

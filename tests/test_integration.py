@@ -16,8 +16,8 @@ UNLEARN = [sys.executable, "-m", "harness.cli"]
 def env_for(tmp: Path, data_dir: Path, **extra) -> dict:
     env = {**os.environ, "HARNESS_DATA_DIR": str(data_dir), "HARNESS_CACHE_DIR": str(tmp / "cache"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}", **extra}
-    env.pop("PYTHONPATH", None)
-    env.update({k: v for k, v in extra.items()})
+    if "PYTHONPATH" not in extra:
+        env.pop("PYTHONPATH", None)
     return env
 
 
@@ -48,6 +48,13 @@ def test_smoke_run_logs_parent_and_child_runs(tmp_path, data_dir):
     simple_id = children[children["tags.method"] == "simple"].iloc[0]["run_id"]
     history = mlflow.MlflowClient().get_metric_history(simple_id, "epoch_acc_forget")
     assert [m.step for m in history] == list(range(1, 6))  # simple's 5 epochs, step = epoch
+
+    report = tmp_path / "results.md"
+    proc = subprocess.run([*UNLEARN, "report", "--experiment", "unlearning-random", "--output", str(report)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = report.read_text()
+    assert "unlearn run --profile smoke --seeds 0 --quiet" in text and "| simple | 1 |" in text
 
 
 def test_third_party_plugin_is_discovered_and_runs(tmp_path, data_dir):
