@@ -15,7 +15,7 @@ import torch
 
 from harness import engine
 from harness.cache import ModelCache
-from harness.data import cache_dir, load_cifar10
+from harness.data import cache_dir
 from harness.evaluation import model_outputs
 from harness.report import format_summary
 from harness.runner import ORIGINAL_SEED, RunConfig, Runner, plan
@@ -68,5 +68,8 @@ def main():
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.backends.cudnn.benchmark = True
     main()

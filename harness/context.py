@@ -73,11 +73,15 @@ class Context:
         return self.compute.device
 
     def batches(self, indices: torch.Tensor, batch_size: int = 128, *, shuffle: bool = True,
-                augment: bool = False, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalised (x, y) batches on the device, shuffled with the run's seeded generator."""
+                augment: bool = False, drop_last: bool = False,
+                values: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Normalised (x, y) batches on the device, shuffled with the run's seeded generator.
+
+        `values` (one row per index: teacher logits, pseudo-labels...) makes them (x, y, v) batches;
+        `train_epoch` then passes v to the loss as `loss_fn(logits, y, x, v)`."""
         return engine.iterate(self.data.images, indices, batch_size, compute=self.compute,
                               generator=self.generator, shuffle=shuffle, augment_images=augment,
-                              drop_last=drop_last)
+                              drop_last=drop_last, values=values)
 
     def autocast(self):
         """Mixed precision as the profile asks; wrap forward passes in it."""
@@ -105,7 +109,7 @@ class Context:
         return engine.sgd(model, lr, momentum, weight_decay)
 
     def train_epoch(self, model: nn.Module, batches, optimizer, loss_fn=None, after_step=None) -> dict:
-        """One epoch; loss_fn(logits, y, x) defaults to cross-entropy."""
+        """One epoch; loss_fn(logits, y, x) (or (logits, y, x, v) for batches with values) defaults to CE."""
         return engine.train_epoch(model, batches, optimizer, compute=self.compute, loss_fn=loss_fn,
                                   after_step=after_step)
 

@@ -94,13 +94,21 @@ def iterate(
     shuffle: bool = False,
     augment_images: bool = False,
     drop_last: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield normalised (x, y) batches over `indices` of `data` (which should already be on the device)."""
+    values: torch.Tensor | None = None,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield normalised (x, y) batches over `indices` of `data` (which should already be on the device).
+
+    With `values` (one row per index, e.g. a frozen teacher's logits or pseudo-labels computed once),
+    yield (x, y, v) with each row still beside its sample after shuffling."""
     if (shuffle or augment_images) and generator is None:
         raise ValueError("shuffling or augmenting needs a seeded generator")
+    if values is not None and len(values) != len(indices):
+        raise ValueError(f"values has {len(values)} rows for {len(indices)} indices")
     normalize = Normalizer(compute.device, compute.channels_last)
-    order = indices[torch.randperm(len(indices), generator=generator)] if shuffle else indices
-    order = order.to(data.images.device)
+    perm = torch.randperm(len(indices), generator=generator) if shuffle else torch.arange(len(indices))
+    order = indices[perm].to(data.images.device)
+    if values is not None:
+        values = values.to(compute.device)[perm.to(compute.device)]
     n = len(order)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
@@ -109,7 +117,8 @@ def iterate(
         if augment_images:
             images = augment(images, generator)
         x = normalize(images.to(compute.device, non_blocking=True))
-        yield x, data.labels[idx].to(compute.device, non_blocking=True)
+        y = data.labels[idx].to(compute.device, non_blocking=True)
+        yield (x, y) if values is None else (x, y, values[start:start + batch_size])
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
@@ -126,18 +135,20 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     *,
     compute: Compute,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
     after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass; loss_fn(logits, y, x) defaults to cross-entropy. Returns mean loss and accuracy."""
+    """One pass; loss_fn(logits, y, x) (plus v for (x, y, v) batches) defaults to cross-entropy.
+
+    Returns mean loss and accuracy."""
     model.train()
     total_loss = torch.zeros((), device=compute.device)
     correct = torch.zeros((), device=compute.device, dtype=torch.long)
     seen = 0
-    for x, y in batches:
+    for x, y, *values in batches:
         with compute.autocast():
             logits = model(x)
-            loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y, x)
+            loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y, x, *values)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pandas as pd
-import torch
 from torch import nn
 
 from . import __version__, engine
@@ -278,6 +277,10 @@ class Runner:
             child.end(FINISHED)
             self.active = None
             self._add_row(method.name, seed, FINISHED, metrics)
+            log.info("%s seed=%d: %.1f s (%s%% of retrain), retain %.3f forget %.3f valid %.3f, ratio %.3f, MIA AUC %.3f",
+                     method.name, seed, elapsed, f"{metrics.get('pct_retrain_time', float('nan')):.1f}",
+                     metrics["acc_retain"], metrics["acc_forget"], metrics["acc_validation"],
+                     metrics.get("forget_val_ratio", float("nan")), metrics.get("mia_auc", float("nan")))
             return out, elapsed
         except KeyboardInterrupt:
             raise
@@ -309,6 +312,10 @@ class Runner:
         child.end(FINISHED)
         self.active = None
         self._add_row("original", split.seed, FINISHED, metrics)
+        log.info("original seed=%d: trained in %.1f s (cached: %s), retain %.3f forget %.3f valid %.3f, ratio %.3f, "
+                 "MIA AUC %.3f", split.seed, metrics["train_seconds"], meta["cached"], metrics["acc_retain"],
+                 metrics["acc_forget"], metrics["acc_validation"], metrics.get("forget_val_ratio", float("nan")),
+                 metrics.get("mia_auc", float("nan")))
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def _add_row(self, method: str, seed: int, status: str, metrics: dict) -> None:

@@ -96,3 +96,25 @@ def test_resolve_device():
         assert engine.resolve_device(None).type == "cpu"
         with pytest.raises(ValueError, match="CUDA is not available"):
             engine.resolve_device("cuda")
+
+
+def test_values_follow_their_samples_through_the_shuffle():
+    """(x, y, v) batches: each value row stays beside its sample, the order is shuffled and seeded."""
+    data = synthetic_data(60, 10)
+    idx = torch.arange(5, 60)
+    values = idx.float() * 10 + data.labels[idx]  # encodes which sample each row belongs to
+
+    def order(seed):
+        gen = torch.Generator().manual_seed(seed)
+        seen = []
+        for x, y, v in engine.iterate(data, idx, 16, compute=CPU, generator=gen, shuffle=True, values=values):
+            assert len(v) == len(y) == len(x)
+            assert torch.equal(v.long() % 10, y)
+            seen.append(v.long() // 10)
+        return torch.cat(seen)
+
+    seen = order(0)
+    assert sorted(seen.tolist()) == idx.tolist() and not torch.equal(seen, idx)
+    assert torch.equal(order(0), seen)
+    with pytest.raises(ValueError, match="values has 3 rows for 55 indices"):
+        next(engine.iterate(data, idx, 16, compute=CPU, values=values[:3]))

@@ -41,7 +41,7 @@ def state(model):
 
 
 def test_every_builtin_method_is_registered():
-    expected = {"retrain", "simple"}
+    expected = {"retrain", "simple", "distillation", "rotate", "pseudo", "pruning", "deviation", "gradient", "divergence"}
     assert expected <= set(METHODS)
 
 

@@ -1,7 +1,6 @@
 """The runner end to end on synthetic CIFAR-shaped data with the in-memory tracker (no MLflow store)."""
 import numpy as np
 import pytest
-import torch
 
 from harness import Int, hookimpl
 from harness.host import discover

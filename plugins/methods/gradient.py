@@ -89,6 +89,9 @@ def gradient(model, data, params, ctx):
     smallest |g| get He init; training then scales the gradients of the other weights by 0.1, for 5
     epochs CE on retain, SGD(1e-3, 0.9, 5e-4), linear warm-up/decay per epoch, batch 64.
     `ranking`: "per-layer" (default, the public port) or "global" (the write-up).
+    Default batch 128 at lr 2e-3 (linear scaling of the source's 64 at 1e-3): on a GPU a step costs about
+    the same at 64 as at 128, so batch 64 doubles the run time, to about 33% of retraining on an H200
+    (over the 20% budget); at 128 about 18%. batch_size=64, lr=1e-3 gives the source's setting.
     Our choices where the source is silent: gradients taken in eval mode; no augmentation; the mask is a
     gradient hook, so weight decay still acts on every weight; the schedule for other epoch counts is
     the same triangle (see `triangular_lr`)."""
@@ -118,12 +121,12 @@ def gradient(model, data, params, ctx):
 def register_methods(register):
     register("gradient", gradient, space={
         "epochs": Int(1, 30, default=5, help="retraining epochs on retain (the main phase)"),
-        "lr": Float(1e-5, 1e-1, default=1e-3, log=True, help="peak SGD learning rate"),
+        "lr": Float(1e-5, 1e-1, default=2e-3, log=True, help="peak SGD lr (source: 1e-3 at batch 64)"),
         "fraction": Float(0.05, 0.6, default=0.3, help="share of each conv's weights re-initialised"),
         "mask_scale": Float(0.0, 1.0, default=0.1, help="gradient multiplier of the weights not re-initialised"),
         "ranking": Choice(["per-layer", "global"], default="per-layer", tune=False,
                           help="rank |g| within each conv (public port) or over all convs (write-up)"),
-        "batch_size": Int(16, 512, default=64, tune=False),
+        "batch_size": Int(16, 512, default=128, tune=False, help="also of the gradient pass; source: 64"),
         "momentum": Float(0.0, 0.99, default=0.9, tune=False),
         "weight_decay": Float(0.0, 1e-2, default=5e-4, tune=False),
     })
