@@ -81,3 +81,16 @@ def data_dir() -> Path:
     if not path or not Path(path).exists():
         pytest.fail("integration tests need HARNESS_DATA_DIR pointing at a CIFAR-10 copy (see README)")
     return Path(path)
+
+
+def method_inputs(data: ImageData, original, factory, seed: int = 0):
+    """(model, UnlearningData, Context) as the runner hands them to a method: a trainable copy of the
+    original, a frozen copy as data.original, and torch's global RNG seeded."""
+    import copy
+
+    udata, ctx = make_context(data, copy.deepcopy(original), factory, seed=seed)
+    model = copy.deepcopy(original)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    torch.manual_seed(seed)
+    return model, udata, ctx

@@ -12,7 +12,7 @@ from harness import ParamError
 from harness.host import default_host
 from harness.params import Choice, Float, Int
 
-from .conftest import make_context
+from .conftest import make_context, method_inputs
 
 METHODS = default_host().methods.names()
 # The smallest value each method accepts for its main training phase keeps the suite fast.
@@ -27,11 +27,7 @@ def fast_params(method, **extra):
 
 def run_method(name, data, original, factory, seed=0, **params):
     method = default_host().methods.get(name)
-    udata, ctx = make_context(data, copy.deepcopy(original), factory, seed=seed)
-    model = copy.deepcopy(original)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    torch.manual_seed(seed)
+    model, udata, ctx = method_inputs(data, original, factory, seed=seed)
     out = method.fn(model, udata, fast_params(method, **params), ctx)
     return out, udata, ctx
 

@@ -10,16 +10,7 @@ from torch import nn
 from harness.host import default_host
 from plugins.methods import deviation as dev
 
-from .conftest import make_context
-
-
-def setup(data, original, factory, seed=0):
-    udata, ctx = make_context(data, copy.deepcopy(original), factory, seed=seed)
-    model = copy.deepcopy(original)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    torch.manual_seed(seed)
-    return model, udata, ctx
+from .conftest import method_inputs
 
 
 def params(**overrides):
@@ -69,7 +60,7 @@ def test_perturb_touches_only_the_chosen_layers(layers, resnet_factory):
 
 @pytest.mark.parametrize("layers", ["conv1", "all"])
 def test_method_changes_only_chosen_layers_when_lr_is_zero(layers, tiny_data, tiny_original, resnet_factory):
-    model, udata, ctx = setup(tiny_data, tiny_original, resnet_factory)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
     before = copy.deepcopy(model)
     out = dev.deviation(model, udata, params(epochs=1, lr=0.0, layers=layers), ctx)
     convs = {f"{name}.weight" for name, m in before.named_modules() if isinstance(m, nn.Conv2d)}
@@ -79,7 +70,7 @@ def test_method_changes_only_chosen_layers_when_lr_is_zero(layers, tiny_data, ti
 
 
 def test_second_noise_comes_before_the_last_epoch(monkeypatch, tiny_data, tiny_original, resnet_factory):
-    model, udata, ctx = setup(tiny_data, tiny_original, resnet_factory)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
     calls = []
     real = dev.perturb
     monkeypatch.setattr(dev, "perturb", lambda convs, sigma: (calls.append((sigma, len(ctx.history))),

@@ -1,7 +1,6 @@
 """divergence: the two losses on hand-computed examples, the KL pass, the epoch loop and its logging."""
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -10,16 +9,7 @@ import torch
 from harness.host import default_host
 from plugins.methods import divergence as div
 
-from .conftest import make_context
-
-
-def setup(data, original, factory, seed=0):
-    udata, ctx = make_context(data, copy.deepcopy(original), factory, seed=seed)
-    model = copy.deepcopy(original)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    torch.manual_seed(seed)
-    return model, udata, ctx
+from .conftest import method_inputs
 
 
 def params(**overrides):
@@ -73,7 +63,7 @@ def entropy(logits):
 
 
 def test_uniform_pass_moves_forget_predictions_towards_uniform(tiny_data, tiny_original, resnet_factory):
-    model, udata, ctx = setup(tiny_data, tiny_original, resnet_factory)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
     model.train()
     with torch.no_grad():  # train-mode outputs: the quantity the pass optimises, unaffected by BN buffers
         before = model(next(ctx.batches(udata.forget, 64, shuffle=False))[0])
@@ -86,7 +76,7 @@ def test_uniform_pass_moves_forget_predictions_towards_uniform(tiny_data, tiny_o
 
 
 def test_method_logs_kl_pass_then_each_epoch(tiny_data, tiny_original, resnet_factory):
-    model, udata, ctx = setup(tiny_data, tiny_original, resnet_factory)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
     out = div.divergence(model, udata, params(epochs=2), ctx)
     assert [row["epoch"] for row in ctx.history] == [0, 1, 2]
     assert "kl_loss" in ctx.history[0]

@@ -11,16 +11,7 @@ from torch import nn
 from harness.host import default_host
 from plugins.methods import gradient as grad
 
-from .conftest import make_context
-
-
-def setup(data, original, factory, seed=0):
-    udata, ctx = make_context(data, copy.deepcopy(original), factory, seed=seed)
-    model = copy.deepcopy(original)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    torch.manual_seed(seed)
-    return model, udata, ctx
+from .conftest import method_inputs
 
 
 def params(**overrides):
@@ -105,7 +96,7 @@ def test_triangular_schedule():
 
 
 def test_gradient_difference_is_retain_minus_forget(tiny_data, tiny_original, resnet_factory):
-    model, udata, ctx = setup(tiny_data, tiny_original, resnet_factory)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
     idx = udata.retain[:40]
     g = grad.gradient_difference(model, ctx, idx, idx[:0], batch_size=64)
     model.eval()
@@ -119,12 +110,12 @@ def test_gradient_difference_is_retain_minus_forget(tiny_data, tiny_original, re
 @pytest.mark.parametrize("ranking", ["per-layer", "global"])
 def test_method_reinitialises_the_fraction_with_smallest_gradient(ranking, tiny_data, tiny_original, resnet_factory):
     """With lr 0 training moves nothing, so the changed weights are exactly the re-initialised ones."""
-    model, udata, ctx = setup(tiny_data, tiny_original, resnet_factory, seed=1)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory, seed=1)
     before = copy.deepcopy(model)
     out = grad.gradient(model, udata, params(epochs=1, lr=0.0, fraction=0.3, ranking=ranking), ctx)
 
     # the same score, from the same seeded retain subset
-    _, udata2, ctx2 = setup(tiny_data, tiny_original, resnet_factory, seed=1)
+    _, udata2, ctx2 = method_inputs(tiny_data, tiny_original, resnet_factory, seed=1)
     n = len(udata2.forget)
     subset = udata2.retain[torch.randperm(len(udata2.retain), generator=ctx2.generator)[:n]]
     scores = grad.gradient_difference(copy.deepcopy(before), ctx2, subset, udata2.forget, params()["batch_size"])
@@ -145,7 +136,7 @@ def test_method_reinitialises_the_fraction_with_smallest_gradient(ranking, tiny_
 
 
 def test_method_logs_the_schedule_and_removes_its_hooks(tiny_data, tiny_original, resnet_factory):
-    model, udata, ctx = setup(tiny_data, tiny_original, resnet_factory)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
     out = grad.gradient(model, udata, params(epochs=3, lr=0.03), ctx)
     assert [row["epoch"] for row in ctx.history] == [1, 2, 3]
     assert [row["lr"] for row in ctx.history] == pytest.approx([0.015, 0.03, 0.015])
