@@ -175,7 +175,11 @@ def report(run_id, experiment, tracking_uri, output, title):
              "scenario": params.get("scenario", "?"), "seeds": params.get("seeds", "?"),
              "device": tags.get("device", "?"), "precision": params.get("precision", "?"),
              "harness": f"{tags.get('harness_version', '?')} (commit {str(tags.get('git_commit', '?'))[:10]})"}
-    text = results_markdown(result.summary(), result.frame(), title=title, command=tags.get("command"), facts=facts)
+    command = tags.get("command")
+    if command:  # the run, then this report: the two commands that regenerate the document
+        command += "\n" + " ".join(["unlearn", "report", *(["--experiment", experiment] if experiment else [run_id]),
+                                    *(["--output", output] if output else []), "--title", repr(title)])
+    text = results_markdown(result.summary(), result.frame(), title=title, command=command, facts=facts)
     if output:
         with open(output, "w") as fh:
             fh.write(text)
