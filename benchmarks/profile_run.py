@@ -13,14 +13,8 @@ from pathlib import Path
 
 import torch
 
-from harness import engine
-from harness.cache import ModelCache
-from harness.data import cache_dir
-from harness.evaluation import model_outputs
 from harness.report import format_summary
-from harness.runner import ORIGINAL_SEED, RunConfig, Runner, plan
-from harness.scratch import ScratchTrainer
-from harness.splits import make_split
+from harness.runner import RunConfig, Runner, plan
 from harness.tracking import MemoryTracker
 
 
@@ -29,7 +23,6 @@ def main():
     ap.add_argument("--profile", default=None)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--methods", default=None)
-    ap.add_argument("--compare-precision", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     cfg = RunConfig(methods=args.methods.split(",") if args.methods else None, profile=args.profile,
@@ -48,18 +41,6 @@ def main():
     print(f"whole run wall-clock: {total:.1f} s")
     if result.failures:
         print("FAILURES:", json.dumps(result.failures, indent=1))
-    if args.compare_precision:
-        data = runner.data
-        split = make_split(data, p.profile, p.scenario, cfg.seeds[0])
-        for precision in ("fp32", "bf16"):
-            compute = engine.Compute(runner.compute.device, precision, p.profile.channels_last)
-            trainer = ScratchTrainer(data, compute, p.model.name, runner.factory, p.profile.recipe,
-                                     ModelCache(cache_dir() / "models"), show_progress=False)
-            model, meta = trainer.get(split.train, ORIGINAL_SEED)
-            out = model_outputs(model, data, split, compute)
-            train_acc = (out.accuracy("retain") * len(split.retain) + out.accuracy("forget") * len(split.forget)) / len(split.train)
-            print(f"original {precision}: train acc {train_acc:.4f}, test acc {out.accuracy('test'):.4f}, "
-                  f"validation acc {out.accuracy('validation'):.4f}, trained in {meta['train_seconds']:.1f} s")
     if args.out:
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
