@@ -84,6 +84,7 @@ def run(methods, scenario, seeds, profile, model, precision, attacks, params, sc
     """Run unlearning methods and log every (method, seed) to MLflow."""
     from .report import format_summary
     from .runner import RunConfig, Runner, UsageError, plan
+    from .splits import SplitError
     from .tracking import MlflowTracker
 
     config = RunConfig(
@@ -103,6 +104,8 @@ def run(methods, scenario, seeds, profile, model, precision, attacks, params, sc
         result = Runner(p, tracker).run()
     except DataError as exc:
         raise click.ClickException(str(exc)) from None
+    except SplitError as exc:
+        raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted: runs marked KILLED. Continue with the same command and --resume.", err=True)
         sys.exit(130)

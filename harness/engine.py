@@ -6,7 +6,6 @@ speed-up or a bug fix here reaches all of them and timings stay comparable.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -119,10 +118,6 @@ def iterate(
         x = normalize(images.to(compute.device, non_blocking=True))
         y = data.labels[idx].to(compute.device, non_blocking=True)
         yield (x, y) if values is None else (x, y, values[start:start + batch_size])
-
-
-def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
-    return n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
 
 
 def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:

@@ -106,7 +106,10 @@ def make_split(data: ImageData, profile: Profile, scenario: Scenario, seed: int,
     pool = Pool(train_pos, labels[train_pos], data.images[train_pos.to(data.images.device)].cpu(),
                 data.classes, profile.forget_fraction, seed)
     info: dict = {}
-    chosen = scenario.fn(pool, gen, **options)
+    try:
+        chosen = scenario.fn(pool, gen, **options)
+    except (TypeError, ValueError) as exc:  # bad --scenario-option values or names
+        raise SplitError(f"scenario {scenario.name!r}: {exc}") from None
     if isinstance(chosen, tuple):  # a scenario may return (positions, info about its choice)
         chosen, info = chosen
     chosen = torch.as_tensor(chosen, dtype=torch.int64).flatten()

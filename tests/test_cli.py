@@ -51,3 +51,16 @@ def test_seed_ranges():
     from harness.cli import _parse_seeds
 
     assert _parse_seeds("0-2,5") == [0, 1, 2, 5]
+
+
+def test_bad_scenario_option_exits_2(tmp_path, monkeypatch):
+    import numpy as np
+
+    from .conftest import synthetic_arrays
+
+    np.savez(tmp_path / "cifar10.npz", **synthetic_arrays(500, 450))
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", "--profile", "smoke", "--methods", "simple", "--scenario", "class", "--quiet",
+                    "--scenario-option", "target_class=unicorn", "--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
+    assert result.exit_code == 2, result.output
+    assert "scenario 'class': target_class 'unicorn' is not a class index or one of airplane" in result.output
