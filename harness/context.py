@@ -114,17 +114,25 @@ class Context:
                                   after_step=after_step)
 
     def fit(self, model: nn.Module, indices: torch.Tensor, *, epochs: int, lr: float, batch_size: int = 128,
-            momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str = "cosine",
-            augment: bool = False, log: bool = True, phase: str = "train", epoch_offset: int = 0) -> nn.Module:
-        """Plain cross-entropy fine-tuning with per-epoch logging: the common last phase of most methods."""
+            momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str | Callable[[int], float] = "cosine",
+            augment: bool = False, loss_fn: Callable[..., torch.Tensor] | None = None,
+            values: torch.Tensor | None = None, before_epoch: Callable[[int], None] | None = None,
+            log: bool = True, phase: str = "train", epoch_offset: int = 0, extra: dict | None = None) -> nn.Module:
+        """One training phase with SGD and per-epoch logging (`{phase}_loss`, `lr` and `extra`, at step
+        `epoch_offset + epoch`); returns the model in eval mode.
+
+        Cross-entropy by default; `loss_fn(logits, y, x)`, or `loss_fn(logits, y, x, v)` with `values`
+        (one row per index, see `batches`). `schedule`: 'cosine' over `epochs`, 'constant' or a function
+        of the 0-based epoch giving the lr multiplier. `before_epoch(epoch)` runs before each epoch."""
         def on_epoch(epoch: int, stats: dict) -> None:
             if log:
-                self.log_epoch(epoch_offset + epoch, model, **{f"{phase}_loss": stats["loss"], "lr": stats["lr"]})
+                self.log_epoch(epoch_offset + epoch, model,
+                               **{f"{phase}_loss": stats["loss"], "lr": stats["lr"], **(extra or {})})
 
-        return engine.fit(model, lambda: self.batches(indices, batch_size, shuffle=True, augment=augment),
+        return engine.fit(model, lambda: self.batches(indices, batch_size, shuffle=True, augment=augment, values=values),
                           epochs=epochs, lr=lr, compute=self.compute, momentum=momentum,
-                          weight_decay=weight_decay, schedule=schedule, on_epoch=on_epoch,
-                          progress=self.progress if self.show_progress else None)
+                          weight_decay=weight_decay, schedule=schedule, loss_fn=loss_fn, before_epoch=before_epoch,
+                          on_epoch=on_epoch, progress=self.progress if self.show_progress else None)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, indices: torch.Tensor) -> torch.Tensor:

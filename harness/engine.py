@@ -179,22 +179,34 @@ def fit(
     compute: Compute,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
-    schedule: str = "cosine",
+    schedule: str | Callable[[int], float] = "cosine",
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    before_epoch: Callable[[int], None] | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: Callable | None = None,
 ) -> nn.Module:
-    """Cross-entropy training with SGD and a per-epoch schedule ('cosine' over `epochs`, or 'constant').
+    """SGD training with a per-epoch learning-rate schedule, the loop every phase of every method shares.
 
-    `make_batches()` returns one epoch's batches, so the caller owns shuffling and augmentation."""
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    `make_batches()` returns one epoch's batches, so the caller owns shuffling and augmentation.
+    `schedule`: 'cosine' over `epochs`, 'constant', or a function of the 0-based epoch giving the lr
+    multiplier. `loss_fn` as in `train_epoch` (cross-entropy by default). `before_epoch(epoch)` runs
+    before each 1-based epoch (e.g. to perturb weights), `on_epoch(epoch, stats)` after it."""
     optimizer = sgd(model, lr, momentum, weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1)) if schedule == "cosine" else None
+    if callable(schedule):
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    elif schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    elif schedule == "constant":
+        scheduler = None
+    else:
+        raise ValueError(f"schedule must be 'cosine', 'constant' or a function, got {schedule!r}")
     epoch_iter = range(1, epochs + 1)
     if progress is not None:
         epoch_iter = progress(epoch_iter, total=epochs)
     for epoch in epoch_iter:
-        stats = train_epoch(model, make_batches(), optimizer, compute=compute)
+        if before_epoch is not None:
+            before_epoch(epoch)
+        stats = train_epoch(model, make_batches(), optimizer, compute=compute, loss_fn=loss_fn)
         stats["lr"] = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()

@@ -64,3 +64,17 @@ def test_bad_scenario_option_exits_2(tmp_path, monkeypatch):
                     "--scenario-option", "target_class=unicorn", "--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
     assert result.exit_code == 2, result.output
     assert "scenario 'class': target_class 'unicorn' is not a class index or one of airplane" in result.output
+
+
+def test_ui_serves_the_same_store_on_loopback(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr("harness.cli.subprocess.call", lambda cmd, env=None: calls.append(cmd) or 0)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = invoke("ui", "--port", "5055")
+    assert result.exit_code == 0, result.output
+    cmd = calls[0]
+    assert cmd[1:4] == ["-m", "mlflow", "ui"]
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlruns' / 'mlflow.db'}"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5055"
+    assert cmd[cmd.index("--default-artifact-root") + 1] == (tmp_path.resolve() / "mlruns" / "artifacts").as_uri()

@@ -118,3 +118,18 @@ def test_values_follow_their_samples_through_the_shuffle():
     assert torch.equal(order(0), seen)
     with pytest.raises(ValueError, match="values has 3 rows for 55 indices"):
         next(engine.iterate(data, idx, 16, compute=CPU, values=values[:3]))
+
+
+def test_fit_schedules_and_hooks(resnet_factory):
+    """A callable schedule is an lr multiplier of the 0-based epoch; before_epoch runs before each epoch."""
+    data = synthetic_data(32, 10)
+    idx = torch.arange(32)
+    gen = engine.seed_everything(0)
+    seen, lrs = [], []
+    engine.fit(CPU.prepare(resnet_factory()), lambda: engine.iterate(data, idx, 16, compute=CPU, generator=gen),
+               epochs=3, lr=0.1, compute=CPU, schedule=lambda e: [0.5, 1.0, 0.25][e],
+               before_epoch=seen.append, on_epoch=lambda e, s: lrs.append(s["lr"]))
+    assert seen == [1, 2, 3]
+    assert lrs == pytest.approx([0.05, 0.1, 0.025])
+    with pytest.raises(ValueError, match="schedule must be"):
+        engine.fit(resnet_factory(), lambda: iter(()), epochs=1, lr=0.1, compute=CPU, schedule="linear")

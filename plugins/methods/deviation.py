@@ -43,16 +43,14 @@ def deviation(model, data, params, ctx):
     convs = select_convs(model, params["layers"])
     epochs = params["epochs"]
     perturb(convs, params["sigma"])
-    optimizer = ctx.sgd(model, params["lr"], params["momentum"], params["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    for epoch in ctx.progress(range(1, epochs + 1), total=epochs):
+
+    def before_epoch(epoch: int) -> None:
         if epoch == epochs:
             perturb(convs, params["final_sigma"])
-        stats = ctx.train_epoch(model, ctx.batches(data.retain, params["batch_size"], shuffle=True), optimizer)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        ctx.log_epoch(epoch, model, train_loss=stats["loss"], lr=lr)
-    return model.eval()
+
+    return ctx.fit(model, data.retain, epochs=epochs, lr=params["lr"], batch_size=params["batch_size"],
+                   momentum=params["momentum"], weight_decay=params["weight_decay"], schedule="cosine",
+                   before_epoch=before_epoch)
 
 
 @hookimpl

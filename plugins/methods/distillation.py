@@ -47,35 +47,21 @@ def distillation(model, data, params, ctx):
     T, batch_size = params["T"], params["batch_size"]
     teacher = data.original
     reset_first_and_last(model)
-    epoch = 0
+    sgd = {"batch_size": batch_size, "momentum": params["momentum"], "weight_decay": params["weight_decay"]}
 
     # Warm-up on validation: match the teacher's softened outputs only (no labels).
     if params["warmup_epochs"]:
-        teacher_val = ctx.predict(teacher, data.validation)
-        optimizer = ctx.sgd(model, params["warmup_lr"], params["momentum"], params["weight_decay"])
-        for _ in ctx.progress(range(params["warmup_epochs"]), desc="warm-up"):
-            stats = ctx.train_epoch(
-                model, ctx.batches(data.validation, batch_size, values=teacher_val), optimizer,
-                loss_fn=lambda s, y, x, t: kl_to_teacher(s, t, T))
-            epoch += 1
-            ctx.log_epoch(epoch, model, warmup_loss=stats["loss"])
-        del teacher_val
+        ctx.fit(model, data.validation, epochs=params["warmup_epochs"], lr=params["warmup_lr"], schedule="constant",
+                values=ctx.predict(teacher, data.validation), loss_fn=lambda s, y, x, t: kl_to_teacher(s, t, T),
+                phase="warmup", **sgd)
 
     # Fine-tune on retain: soft-label CE + hard-label CE + KL.
     def finetune_loss(s, y, x, t):
         return soft_cross_entropy(s, t, T) + F.cross_entropy(s, y) + kl_to_teacher(s, t, T)
 
-    teacher_retain = ctx.predict(teacher, data.retain)
-    optimizer = ctx.sgd(model, params["lr"], params["momentum"], params["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params["epochs"])
-    for _ in ctx.progress(range(params["epochs"]), desc="fine-tune"):
-        stats = ctx.train_epoch(model, ctx.batches(data.retain, batch_size, values=teacher_retain),
-                                optimizer, loss_fn=finetune_loss)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        epoch += 1
-        ctx.log_epoch(epoch, model, finetune_loss=stats["loss"], lr=lr)
-    return model.eval()
+    return ctx.fit(model, data.retain, epochs=params["epochs"], lr=params["lr"], schedule="cosine",
+                   values=ctx.predict(teacher, data.retain), loss_fn=finetune_loss, phase="finetune",
+                   epoch_offset=params["warmup_epochs"], **sgd)
 
 
 @hookimpl

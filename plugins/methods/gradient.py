@@ -102,15 +102,11 @@ def gradient(model, data, params, ctx):
     reinitialise(masks)
 
     epochs = params["epochs"]
-    optimizer = ctx.sgd(model, params["lr"], params["momentum"], params["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: triangular_lr(min(e, epochs - 1), epochs))
     handles = add_gradient_masks(masks, params["mask_scale"])
     try:
-        for epoch in ctx.progress(range(1, epochs + 1), total=epochs):
-            stats = ctx.train_epoch(model, ctx.batches(data.retain, params["batch_size"], shuffle=True), optimizer)
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            ctx.log_epoch(epoch, model, train_loss=stats["loss"], lr=lr)
+        ctx.fit(model, data.retain, epochs=epochs, lr=params["lr"], batch_size=params["batch_size"],
+                momentum=params["momentum"], weight_decay=params["weight_decay"],
+                schedule=lambda e: triangular_lr(min(e, epochs - 1), epochs))
     finally:
         for handle in handles:
             handle.remove()

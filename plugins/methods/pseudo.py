@@ -83,17 +83,10 @@ def pseudo(model, data, params, ctx):
     last_linear(model).reset_parameters()
     if params["combine_with_rotate"]:
         transpose_conv_kernels(model)
-    optimizer = ctx.sgd(model, params["lr"], params["momentum"], params["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params["epochs"])
-    for _ in ctx.progress(range(params["epochs"]), desc="pseudo"):
-        stats = ctx.train_epoch(model, ctx.batches(indices, params["batch_size"], values=targets),
-                                optimizer, loss_fn=lambda s, y, x, target: F.cross_entropy(s, target))
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        epoch += 1
-        ctx.log_epoch(epoch, model, pseudo_loss=stats["loss"], lr=lr,
-                      forget_relabelled=float((pseudo != labels).float().mean()))
-    return model.eval()
+    return ctx.fit(model, indices, epochs=params["epochs"], lr=params["lr"], batch_size=params["batch_size"],
+                   momentum=params["momentum"], weight_decay=params["weight_decay"], schedule="cosine",
+                   values=targets, loss_fn=lambda s, y, x, target: F.cross_entropy(s, target), phase="pseudo",
+                   epoch_offset=epoch, extra={"forget_relabelled": float((pseudo != labels).float().mean())})
 
 
 @hookimpl
