@@ -189,7 +189,7 @@ def fit(
 
     `make_batches()` returns one epoch's batches, so the caller owns shuffling and augmentation.
     `schedule`: 'cosine' over `epochs`, 'constant', or a function of the 0-based epoch giving the lr
-    multiplier. `loss_fn` as in `train_epoch` (cross-entropy by default). `before_epoch(epoch)` runs
+    multiplier (LambdaLR also asks it for epoch `epochs`, after the last step). `loss_fn` as in `train_epoch` (cross-entropy by default). `before_epoch(epoch)` runs
     before each 1-based epoch (e.g. to perturb weights), `on_epoch(epoch, stats)` after it."""
     optimizer = sgd(model, lr, momentum, weight_decay)
     if callable(schedule):
