@@ -9,7 +9,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tail -2
 mkdir -p /tmp/data && python3 .data/decode_cifar10_jpeg.py .data/cifar10-jpeg.npz /tmp/data/cifar10.npz
 export HARNESS_DATA_DIR=/tmp/data
-timeout "${PAPER_TIMEOUT:-190}" python3 benchmarks/profile_run.py --profile paper --seeds 0 --out "$OUT" 2>&1 \
+timeout "${PAPER_TIMEOUT:-420}" python3 benchmarks/profile_run.py --profile paper --seeds 0 --out "$OUT" 2>&1 \
     | grep -vE "Warning|warn" | tee "$OUT/paper.txt"
 timeout "${THROUGHPUT_TIMEOUT:-60}" python3 benchmarks/throughput.py --device cuda --batches 30 --repeats 2 2>&1 \
     | tee "$OUT/throughput.txt"
