@@ -108,10 +108,7 @@ def plan(config: RunConfig, host: Host | None = None) -> Plan:
         raise UsageError(str(UnknownComponent("profile", profile_name, sorted(PROFILES))))
     try:
         names = config.methods or host.methods.names()
-        if REFERENCE not in names:
-            names = [REFERENCE, *names]  # every comparison needs the retrain reference
-        else:
-            names = [REFERENCE, *[n for n in names if n != REFERENCE]]
+        names = [REFERENCE, *[n for n in names if n != REFERENCE]]  # every comparison needs the reference first
         methods = [host.methods.get(n) for n in dict.fromkeys(names)]
         unknown_params = set(config.method_params) - {m.name for m in methods}
         if unknown_params:

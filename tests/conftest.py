@@ -94,3 +94,17 @@ def method_inputs(data: ImageData, original, factory, seed: int = 0):
         p.requires_grad_(True)
     torch.manual_seed(seed)
     return model, udata, ctx
+
+
+def count_batches(ctx) -> dict:
+    """Make `ctx.batches` count the batches it yields; returns the counter ({"n": ...})."""
+    counter = {"n": 0}
+    batches = ctx.batches
+
+    def counting(*args, **kwargs):
+        for batch in batches(*args, **kwargs):
+            counter["n"] += 1
+            yield batch
+
+    ctx.batches = counting
+    return counter

@@ -3,7 +3,6 @@
 Any method a plugin registers, built-in or third-party, must pass it on tiny synthetic data."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from harness import ParamError
 from harness.host import default_host
 from harness.params import Choice, Float, Int
 
-from .conftest import make_context, method_inputs
+from .conftest import count_batches, method_inputs
 
 METHODS = default_host().methods.names()
 # The smallest value each method accepts for its main training phase keeps the suite fast.
@@ -77,16 +76,8 @@ def test_honours_epochs(name, tiny_data, tiny_original, resnet_factory):
     low = max(method.space["epochs"].low, 1)
     counts = []
     for epochs in (low, low + 1):
-        calls = {"n": 0}
-        udata, ctx = make_context(tiny_data, copy.deepcopy(tiny_original), resnet_factory)
-        batches = ctx.batches
-
-        def counting(*args, **kwargs):
-            for batch in batches(*args, **kwargs):
-                calls["n"] += 1
-                yield batch
-
-        ctx.batches = counting
+        model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
+        calls = count_batches(ctx)
         # from-scratch training (retrain) goes through the trainer, not ctx.batches: count its epochs instead
         scratch = ctx._scratch
 
@@ -95,9 +86,6 @@ def test_honours_epochs(name, tiny_data, tiny_original, resnet_factory):
             return scratch(indices, seed, epochs=epochs, **kw)
 
         ctx._scratch = counting_scratch
-        model = copy.deepcopy(tiny_original)
-        for p in model.parameters():
-            p.requires_grad_(True)
         method.fn(model, udata, method.resolve({"epochs": epochs}), ctx)
         counts.append(calls["n"])
     assert counts[1] > counts[0], f"{name}: epochs={low + 1} did no more work than epochs={low}"

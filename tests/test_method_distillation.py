@@ -1,7 +1,6 @@
 """distillation: the layer reset, the per-sample teacher values aligned with shuffled batches, the losses."""
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -9,7 +8,7 @@ import torch.nn.functional as F
 from harness.host import default_host
 from plugins.methods.distillation import kl_to_teacher, reset_first_and_last, soft_cross_entropy
 
-from .conftest import make_context
+from .conftest import method_inputs
 
 
 def test_resets_exactly_conv1_and_fc(resnet_factory):
@@ -37,11 +36,7 @@ def test_losses():
 def test_method_resets_then_trains_and_logs_phases(tiny_data, tiny_original, resnet_factory):
     """With a tiny lr only the reset layers move far from the original; epochs run on across phases."""
     method = default_host().methods.get("distillation")
-    udata, ctx = make_context(tiny_data, copy.deepcopy(tiny_original), resnet_factory)
-    model = copy.deepcopy(tiny_original)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    torch.manual_seed(0)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
     out = method.fn(model, udata, method.resolve({"warmup_epochs": 1, "epochs": 1, "lr": 1e-5, "warmup_lr": 1e-5}), ctx)
     assert (out.conv1.weight - tiny_original.conv1.weight).abs().max() > 1e-2
     assert (out.fc.weight - tiny_original.fc.weight).abs().max() > 1e-2

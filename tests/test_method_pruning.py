@@ -12,7 +12,7 @@ from torch.nn.utils import prune
 from harness.host import default_host
 from plugins.methods.pruning import entropy, global_l1_masks, prunable, prune_and_reinit
 
-from .conftest import make_context
+from .conftest import count_batches, method_inputs
 
 
 def tiny_net() -> nn.Module:
@@ -82,20 +82,8 @@ def test_entropy():
 def test_method_step_count_logging_and_fp16_cast(tiny_data, tiny_original, resnet_factory):
     """96 retain images at batch 64: 2 batches an epoch, so epochs=1.5 is int(3.0) = 3 steps over 2 epochs."""
     method = default_host().methods.get("pruning")
-    udata, ctx = make_context(tiny_data, copy.deepcopy(tiny_original), resnet_factory)
-    steps = {"n": 0}
-    batches = ctx.batches
-
-    def counting(*args, **kwargs):
-        for batch in batches(*args, **kwargs):
-            steps["n"] += 1
-            yield batch
-
-    ctx.batches = counting
-    model = copy.deepcopy(tiny_original)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    torch.manual_seed(0)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
+    steps = count_batches(ctx)
     out = method.fn(model, udata, method.resolve({"epochs": 1.5}), ctx)
     assert steps["n"] == 3
     assert [row["epoch"] for row in ctx.history] == [1, 2]

@@ -1,7 +1,6 @@
 """pseudo: the pseudo-label rule on hand-made probabilities, the phases, combine_with_rotate."""
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -11,7 +10,7 @@ import plugins.methods.pseudo as pseudo_module
 from harness.host import default_host
 from plugins.methods.pseudo import normalised_entropy, pseudo_labels
 
-from .conftest import make_context
+from .conftest import method_inputs
 
 CONFIDENT = [0.01, 0.98, 0.01]  # predicts 1, normalised entropy about 0.10
 UNSURE = [0.30, 0.40, 0.30]  # predicts 1, normalised entropy about 0.99
@@ -51,11 +50,7 @@ def test_phases_head_reset_and_rotate(rotate, tiny_data, tiny_original, resnet_f
     transpose = pseudo_module.transpose_conv_kernels
     monkeypatch.setattr(pseudo_module, "transpose_conv_kernels", lambda m: (calls.append(1), transpose(m)))
     method = default_host().methods.get("pseudo")
-    udata, ctx = make_context(tiny_data, copy.deepcopy(tiny_original), resnet_factory)
-    model = copy.deepcopy(tiny_original)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    torch.manual_seed(0)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
     out = method.fn(model, udata, method.resolve({"epochs": 1, "lr": 1e-5, "scratch_epochs": 1,
                                                   "combine_with_rotate": rotate}), ctx)
     assert len(calls) == int(rotate)

@@ -1,7 +1,6 @@
 """rotate: the kernel transpose, and that the method fine-tunes the transposed model."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from torch import nn
 from harness.host import default_host
 from plugins.methods.rotate import transpose_conv_kernels
 
-from .conftest import make_context
+from .conftest import method_inputs
 
 
 def tiny_net() -> nn.Module:
@@ -57,10 +56,7 @@ def test_non_square_kernels_are_refused():
 def test_method_fine_tunes_the_transposed_model(tiny_data, tiny_original, resnet_factory):
     """With a tiny lr the result stays next to the transposed original; epochs are logged 1..E."""
     method = default_host().methods.get("rotate")
-    udata, ctx = make_context(tiny_data, copy.deepcopy(tiny_original), resnet_factory)
-    model = copy.deepcopy(tiny_original)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    model, udata, ctx = method_inputs(tiny_data, tiny_original, resnet_factory)
     out = method.fn(model, udata, method.resolve({"epochs": 2, "lr": 1e-5}), ctx)
     w0, w = tiny_original.layer1[0].conv1.weight, out.layer1[0].conv1.weight
     assert not out.training
