@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from harness.plan import RunConfig, plan
 from harness.report import format_summary
-from harness.runner import RunConfig, Runner, plan
+from harness.runner import Runner
 from harness.tracking import MemoryTracker
 
 
@@ -34,8 +35,8 @@ def main():
     total = time.perf_counter() - start
     summary = result.summary()
     originals = [r for r in runner.tracker.runs if r.tags.get("method") == "original"]
-    print(f"profile {p.profile.name} on {runner.compute.device} ({p.profile.precision}); seeds {cfg.seeds}")
-    print(format_summary(summary).to_string())
+    print(f"profile {p.profile.name} on {runner.references.device_name} ({p.profile.precision}); seeds {cfg.seeds}")
+    print(format_summary(summary, p.describe()["metrics"]).to_string())
     print(f"\noriginal: trained in {originals[0].last('train_seconds'):.1f} s (cached: {originals[0].tags['cached']}), "
           f"train acc at last epoch {originals[0].last('train_acc'):.3f}")
     print(f"whole run wall-clock: {total:.1f} s")

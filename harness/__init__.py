@@ -1,9 +1,18 @@
 """unlearning-harness: evaluate machine-unlearning methods on image classifiers.
 
-The public API for plugin authors is re-exported here: the `hookimpl` marker and the parameter types.
+The public API for plugin authors is re-exported here. `__api_version__` is the version of the plugin
+contract (hooks, method / attack / scenario / model signatures, `Context`, `UnlearningData`,
+`AttackInput`): it changes only when that contract changes, so a plugin can check it at import.
 """
+from .context import Context, UnlearningData
+from .evaluation import AttackInput, Outputs, PrepareInput
 from .hookspecs import hookimpl
-from .params import Choice, Float, Int, ParamError
+from .metrics import Metric
+from .params import Choice, Float, Int, ParamError, sgd_options, sgd_space
+from .splits import Pool
 
-__version__ = "0.1.0"
-__all__ = ["hookimpl", "Int", "Float", "Choice", "ParamError", "__version__"]
+__version__ = "0.2.0"
+__api_version__ = 2
+__all__ = ["hookimpl", "Int", "Float", "Choice", "ParamError", "Metric", "sgd_space", "sgd_options",
+           "Context", "UnlearningData", "AttackInput", "PrepareInput", "Outputs", "Pool",
+           "__version__", "__api_version__"]

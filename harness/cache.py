@@ -2,27 +2,29 @@
 
 Training them is the expensive part of every benchmark; the key hashes the data fingerprint, the
 training set, the model, the recipe, the precision and the seed, so a cached model is reused exactly
-when retraining would give the same thing.
+when retraining would give the same thing. A lock file per key makes two processes that ask for the
+same model at once train it once: the second waits, then loads.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
 import os
 import tempfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 
+from .hashing import stable_hash
+
 log = logging.getLogger(__name__)
-FORMAT = 1  # bump when the engine changes what a given key would produce
+FORMAT = 2  # bump when the engine changes what a given key would produce
 
 
 def cache_key(**parts) -> str:
-    blob = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str)
-    return hashlib.blake2b(blob.encode(), digest_size=10).hexdigest()
+    return stable_hash({"format": FORMAT, **parts}, size=10)
 
 
 class ModelCache:
@@ -31,6 +33,13 @@ class ModelCache:
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
+
+    @contextlib.contextmanager
+    def lock(self, key: str):
+        """Held while a model is looked up and, on a miss, trained and saved."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / f"{key}.lock")):
+            yield
 
     def load(self, key: str, model: nn.Module) -> dict | None:
         """Fill `model` with the cached weights and return the metadata, or None on a miss.

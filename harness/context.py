@@ -1,11 +1,12 @@
 """What a method receives besides the model: the data it may use and a context of engine helpers.
 
-This is the whole public contract for method authors; built-in methods use nothing else.
+This is the whole public contract for method authors (version `harness.__api_version__`); built-in
+methods use nothing else.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -17,26 +18,51 @@ from . import engine
 from .data import ImageData
 
 
+class CallbackError(BaseException):
+    """Carries an exception raised by the caller's epoch callback (a tuner's pruning signal, say) out of
+    the method untouched. A BaseException, so a method's own `except Exception` cannot swallow it."""
+
+    def __init__(self, original: BaseException):
+        super().__init__(original)
+        self.original = original
+
+
 @dataclass(frozen=True)
 class UnlearningData:
-    """Index sets into `images`, and the frozen original model (eval mode, do not train it)."""
+    """The index sets of one split and the frozen original model (eval mode: use it, never train it).
 
-    images: ImageData  # on the compute device
+    Index tensors are the method's own copies; images and labels are read through `images(idx)` and
+    `labels(idx)`, which return copies, so no method can change what the next one sees."""
+
     retain: torch.Tensor
     forget: torch.Tensor
     validation: torch.Tensor
     original: nn.Module
+    dataset: ImageData = field(repr=False)
 
     @property
     def num_classes(self) -> int:
-        return self.images.num_classes
+        return self.dataset.num_classes
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.dataset.classes
+
+    def labels(self, indices: torch.Tensor) -> torch.Tensor:
+        """int64 labels of `indices`, on the CPU."""
+        return self.dataset.labels[indices.to(self.dataset.labels.device)].cpu()
+
+    def images(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, 3, 32, 32) images of `indices`, unnormalised, on the CPU."""
+        return self.dataset.images[indices.to(self.dataset.images.device)].cpu()
 
 
 class Context:
     """Device, seed and engine helpers for one method call.
 
     Per-epoch logging evaluates the model; that time is counted in `overhead_s` and subtracted from the
-    method's reported run time, so logging curves never makes a method look slower."""
+    method's reported run time, so logging curves never makes a method look slower. `on_epoch(epoch,
+    metrics)` is the caller's hook, reached through `fit` and `log_epoch` by every method."""
 
     def __init__(
         self,
@@ -44,22 +70,21 @@ class Context:
         compute: engine.Compute,
         seed: int,
         model_factory: Callable[[], nn.Module],
-        log_metrics: Callable[[dict, int], None] | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None,
         show_progress: bool = True,
         epoch_eval_size: int | None = 2000,
-        scratch: Callable[..., tuple[nn.Module, dict]] | None = None,
+        name: str = "method",
     ):
         self.data = data
         self.compute = compute
         self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
-        self._model_factory = model_factory
-        self._log_metrics = log_metrics
+        self.generator = torch.Generator().manual_seed(seed)  # a CPU generator: data order and augmentation
+        self.name = name
         self.show_progress = show_progress
         self.overhead_s = 0.0  # evaluation for curves: not part of the method's cost
-        self.cached_s = 0.0  # recorded cost of cached from-scratch training: part of it
-        self._scratch = scratch
         self.history: list[dict] = []
+        self._model_factory = model_factory
+        self._on_epoch = on_epoch
         # Per-epoch curves are estimated on fixed random subsets so they stay cheap on large splits.
         gen = torch.Generator().manual_seed(seed + 1)
         self._eval_sets = {
@@ -77,9 +102,9 @@ class Context:
                 values: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
         """Normalised (x, y) batches on the device, shuffled with the run's seeded generator.
 
-        `values` (one row per index: teacher logits, pseudo-labels...) makes them (x, y, v) batches;
-        `train_epoch` then passes v to the loss as `loss_fn(logits, y, x, v)`."""
-        return engine.iterate(self.data.images, indices, batch_size, compute=self.compute,
+        `values` (one row per index: teacher logits, pseudo-labels...) makes them (x, y, v) batches,
+        each row still beside its sample after shuffling."""
+        return engine.iterate(self.data.dataset, indices, batch_size, compute=self.compute,
                               generator=self.generator, shuffle=shuffle, augment_images=augment,
                               drop_last=drop_last, values=values)
 
@@ -91,25 +116,12 @@ class Context:
         """A freshly initialised model of the same architecture, on the device."""
         return self.compute.prepare(self._model_factory())
 
-    def train_from_scratch(self, indices: torch.Tensor, epochs: int | None = None) -> nn.Module:
-        """A fresh model trained on `indices` with the profile's recipe (the original's), seeded by the run.
-
-        Cached on disk; a cache hit counts its recorded training time towards this method's run time."""
-        if self._scratch is None:
-            raise RuntimeError("this context has no from-scratch trainer")
-        model, meta = self._scratch(indices, self.seed, epochs=epochs, desc="retrain")
-        if meta.get("cached"):
-            self.cached_s += float(meta["train_seconds"])
-        for row in meta.get("history", []):
-            if self._log_metrics is not None:
-                self._log_metrics({"train_loss": row["loss"], "train_acc": row["acc"]}, row["epoch"])
-        return model
-
     def sgd(self, model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4):
         return engine.sgd(model, lr, momentum, weight_decay)
 
     def train_epoch(self, model: nn.Module, batches, optimizer, loss_fn=None, after_step=None) -> dict:
-        """One epoch; loss_fn(logits, y, x) (or (logits, y, x, v) for batches with values) defaults to CE."""
+        """One epoch over `batches`; returns mean loss and accuracy. `loss_fn(logits, y, x)`, or
+        `loss_fn(logits, y, x, v)` for (x, y, v) batches, defaults to cross-entropy."""
         return engine.train_epoch(model, batches, optimizer, compute=self.compute, loss_fn=loss_fn,
                                   after_step=after_step)
 
@@ -129,30 +141,38 @@ class Context:
                 self.log_epoch(epoch_offset + epoch, model,
                                **{f"{phase}_loss": stats["loss"], "lr": stats["lr"], **(extra or {})})
 
+        progress = (lambda it, total: self.progress(it, desc=f"{self.name} {phase}", total=total)) \
+            if self.show_progress else None
         return engine.fit(model, lambda: self.batches(indices, batch_size, shuffle=True, augment=augment, values=values),
                           epochs=epochs, lr=lr, compute=self.compute, momentum=momentum,
                           weight_decay=weight_decay, schedule=schedule, loss_fn=loss_fn, before_epoch=before_epoch,
-                          on_epoch=on_epoch, progress=self.progress if self.show_progress else None)
+                          on_epoch=on_epoch, progress=progress)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, indices: torch.Tensor) -> torch.Tensor:
         """float32 logits on the CPU (eval mode, no augmentation)."""
-        return engine.predict(model, self.data.images, indices, compute=self.compute)
+        return engine.predict(model, self.data.dataset, indices, compute=self.compute)
 
     def log_epoch(self, epoch: int, model: nn.Module, **extra: float) -> dict:
-        """Accuracy and loss on retain / forget / validation after `epoch`, logged with step=epoch."""
+        """Accuracy and loss on retain / forget / validation after `epoch`, plus `extra`, logged with
+        step=epoch and handed to the caller's epoch hook. Call it once per epoch of the main phase."""
         start = time.perf_counter()
         metrics = {k: float(v) for k, v in extra.items()}
         for name, idx in self._eval_sets.items():
             logits = self.predict(model, idx)
-            labels = self.data.images.labels[idx.to(self.data.images.labels.device)].cpu()
+            labels = self.data.labels(idx)
             metrics[f"epoch_acc_{name}"] = float((logits.argmax(1) == labels).float().mean())
             metrics[f"epoch_loss_{name}"] = float(F.cross_entropy(logits, labels))
         self.history.append({"epoch": epoch, **metrics})
-        if self._log_metrics is not None:
-            self._log_metrics(metrics, epoch)
-        self.overhead_s += time.perf_counter() - start
+        try:
+            if self._on_epoch is not None:
+                self._on_epoch(epoch, metrics)
+        except BaseException as exc:
+            raise CallbackError(exc) from exc
+        finally:
+            self.overhead_s += time.perf_counter() - start
         return metrics
 
-    def progress(self, iterable: Iterable, desc: str = "epochs", total: int | None = None):
-        return tqdm(iterable, desc=desc, total=total, leave=False, disable=not self.show_progress)
+    def progress(self, iterable: Iterable, desc: str | None = None, total: int | None = None):
+        """A progress bar labelled with the method's name (silent with --quiet)."""
+        return tqdm(iterable, desc=desc or self.name, total=total, leave=False, disable=not self.show_progress)

@@ -5,7 +5,6 @@ augments whole batches on the compute device, so no per-sample PIL work runs in 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import zipfile
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .hashing import stable_hash
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)  # the starting kit's normalisation
@@ -122,16 +123,41 @@ def _read_jpeg_npz(path: Path) -> dict:
         raise DataError(f"{path}: not a readable CIFAR-10 JPEG archive ({type(exc).__name__}: {exc})") from None
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a global that no CIFAR-10 batch holds."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and nothing else.
+
+    The batches are pickles, and a plain `pickle.load` runs whatever a crafted file asks for. A real
+    batch holds a dict of bytes, lists and one numpy array; these are the only globals admitted."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise _Refused(f"it references {module}.{name}, which a CIFAR-10 batch never holds")
+        return super().find_class(module, name)
+
+
 def _read_batches(folder: Path) -> dict:
     def read(name: str):
         file = folder / name
         try:
             with open(file, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
+                batch = _BatchUnpickler(fh, encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             return data, np.asarray(batch[b"labels"], dtype=np.int64)
         except FileNotFoundError:
             raise DataError(f"{folder}: missing {name} (torchvision's cifar-10-batches-py layout)") from None
+        except _Refused as exc:
+            raise DataError(f"{file}: refused to load: {exc}") from None
         except Exception as exc:
             raise DataError(f"{file}: not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
 
@@ -154,16 +180,13 @@ def _to_image_data(arrays: dict, source: str) -> ImageData:
             raise DataError(f"{source}: y_{name} has labels outside 0..{len(CLASSES) - 1}")
     images = np.concatenate([x_train, x_test]).transpose(0, 3, 1, 2)
     labels = np.concatenate([y_train, y_test]).astype(np.int64)
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(np.ascontiguousarray(images).data)
-    digest.update(labels.data)
     return ImageData(
         images=torch.from_numpy(np.ascontiguousarray(images)),
         labels=torch.from_numpy(labels),
         n_train=len(x_train),
         classes=CLASSES,
         source=source,
-        fingerprint=digest.hexdigest(),
+        fingerprint=stable_hash(images, labels),
     )
 
 

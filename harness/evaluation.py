@@ -4,9 +4,8 @@ Attacks receive the same `Outputs` objects, so adding an attack never adds a for
 """
 from __future__ import annotations
 
-import logging
-import traceback
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -14,10 +13,9 @@ from torch import nn
 
 from . import engine
 from .data import ImageData
+from .metrics import attack_metric_name
 from .registry import Attack
 from .splits import SPLIT_NAMES, Split
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,8 +47,21 @@ class Outputs:
 
 
 @dataclass(frozen=True)
+class PrepareInput:
+    """What an attack's `prepare` sees, once per split: the reference models' outputs and the split."""
+
+    original: Outputs
+    retrain: Outputs
+    seed: int = 0  # the split seed: use it for any randomness of the attack
+    scenario: str = ""
+    info: dict = field(default_factory=dict)  # what the scenario chose (e.g. the forgotten class)
+
+
+@dataclass(frozen=True)
 class AttackInput:
-    """What an attack sees: the model under test and, when known, the original and retrain references."""
+    """What an attack scores: the model under test and, when known, the original and retrain references.
+
+    `prepared` is what the attack's `prepare` returned for this split (None without one)."""
 
     target: Outputs
     original: Outputs | None = None
@@ -58,6 +69,7 @@ class AttackInput:
     seed: int = 0
     scenario: str = ""
     info: dict = field(default_factory=dict)
+    prepared: Any = None
 
 
 def model_outputs(model: nn.Module, data: ImageData, split: Split, compute: engine.Compute) -> Outputs:
@@ -83,15 +95,14 @@ def utility_metrics(out: Outputs, retrain: Outputs | None = None) -> dict[str, f
     return metrics
 
 
-def run_attacks(attacks: list[Attack], inputs: AttackInput) -> tuple[dict[str, float], dict[str, str]]:
-    """All attacks on one model; an attack that raises is reported and the others still run."""
-    metrics: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    for attack in attacks:
-        try:
-            result = attack.fn(inputs)
-            metrics.update({k: float(v) for k, v in result.items()})
-        except Exception as exc:
-            log.warning("attack %s failed: %s: %s", attack.name, type(exc).__name__, exc)
-            errors[attack.name] = traceback.format_exc()
-    return metrics, errors
+def run_attack(attack: Attack, params: dict, inputs: AttackInput) -> dict[str, float]:
+    """One attack on one model, its metrics namespaced as `attack/metric`; raises what the attack raises,
+    or a ValueError if it returns a metric it did not declare."""
+    result = attack.fn(inputs, dict(params))
+    if not isinstance(result, Mapping):
+        raise TypeError(f"attack {attack.name!r} returned {type(result).__name__}, expected a dict of metrics")
+    undeclared = sorted(set(result) - set(attack.metrics))
+    if undeclared:
+        raise ValueError(f"attack {attack.name!r} returned undeclared metric(s) {', '.join(undeclared)}; "
+                         f"declared: {', '.join(attack.metrics)}")
+    return {attack_metric_name(attack.name, k): float(v) for k, v in result.items()}

@@ -16,23 +16,25 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def register_methods(register):
     """register(name, fn, *, space=None, description=None) for each unlearning method.
 
-    fn(model, data, params, ctx) -> unlearned model. See harness.registry.Method."""
+    fn(model, data: harness.UnlearningData, params: dict, ctx: harness.Context) -> unlearned model."""
 
 
 @hookspec
 def register_attacks(register):
-    """register(name, fn, *, description=None) for each attack or verification metric.
+    """register(name, fn, *, metrics, space=None, prepare=None, description=None) for each attack.
 
-    fn(outputs: harness.evaluation.AttackInput) -> dict of metric name -> float."""
+    fn(inputs: harness.AttackInput, params: dict) -> {metric: float}, every metric declared in
+    `metrics` ({name: harness.Metric}); prepare(inputs: harness.PrepareInput, params) runs once per split."""
 
 
 @hookspec
 def register_scenarios(register):
-    """register(name, fn, *, description=None) for each forget-set builder.
+    """register(name, fn, *, space=None, description=None) for each forget-set builder.
 
-    fn(pool: harness.splits.Pool, generator: torch.Generator, **options) -> positions in the pool to forget."""
+    fn(pool: harness.Pool, generator: torch.Generator, **params) -> pool positions to forget, or
+    (positions, info dict)."""
 
 
 @hookspec
 def register_models(register):
-    """register(name, factory, *, description=None): factory(num_classes) -> torch.nn.Module."""
+    """register(name, factory, *, space=None, description=None): factory(num_classes, **params) -> nn.Module."""

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
+from .metrics import Metric
 from .params import Param, ParamError
 from .registry import Attack, Component, Method, Model, Registry, Scenario
 
@@ -43,7 +44,7 @@ class Host:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self.registries: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
+        self.registries: dict[str, Registry] = {kind: Registry(kind, self._failure_lines) for kind in KINDS}
         self.plugins: list[PluginInfo] = []
 
     # registries, named for readability at call sites
@@ -66,6 +67,9 @@ class Host:
     @property
     def failures(self) -> list[PluginInfo]:
         return [p for p in self.plugins if not p.ok]
+
+    def _failure_lines(self) -> list[str]:
+        return [f"{p.name} ({p.source}): {p.error}" for p in self.failures]
 
     def load_entry_points(self, group: str = hookspecs.ENTRY_POINT_GROUP) -> "Host":
         for ep in sorted(entry_points(group=group), key=lambda e: e.name):
@@ -113,28 +117,41 @@ class Host:
 
 
 def _register_callback(kind: str, cls: type, source: str, staged: list):
-    def register(name: str, fn, *, description: str | None = None, **extra) -> None:
+    def register(name: str, fn, *, description: str | None = None, space=None, **extra) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"invalid {kind} name {name!r}: use letters, digits, '-', '_' or '.'")
         if not callable(fn):
             raise TypeError(f"{kind} {name!r}: {fn!r} is not callable")
         if description is None:
             description = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        if cls is Method:
-            space = dict(extra.pop("space", None) or {})
-            for pname, param in space.items():
-                if not isinstance(param, Param):
-                    raise TypeError(f"method {name!r}: parameter {pname!r} must be Int, Float or Choice")
-            extra["space"] = space
-        component = cls(name=name, fn=fn, description=description, source=source, **extra)
-        if isinstance(component, Method):
-            try:
-                component.resolve()  # its own defaults must validate against its own space
-            except ParamError as exc:
-                raise ValueError(f"defaults do not validate: {exc}") from None
+        space = dict(space or {})
+        for pname, param in space.items():
+            if not isinstance(param, Param):
+                raise TypeError(f"{kind} {name!r}: parameter {pname!r} must be Int, Float or Choice")
+        if cls is Attack:
+            _check_attack(name, extra)
+        component = cls(name=name, fn=fn, description=description, source=source, space=space, **extra)
+        try:
+            component.resolve()  # its own defaults must validate against its own space
+        except ParamError as exc:
+            raise ValueError(f"defaults do not validate: {exc}") from None
         staged.append((kind, component))
 
     return register
+
+
+def _check_attack(name: str, extra: dict) -> None:
+    metrics = extra.get("metrics")
+    if not metrics:
+        raise ValueError(f"attack {name!r} declares no metrics: pass metrics={{'name': Metric(...)}}")
+    for mname, metric in metrics.items():
+        if not isinstance(metric, Metric):
+            raise TypeError(f"attack {name!r}: metric {mname!r} must be a harness.Metric")
+        if not isinstance(mname, str) or not _NAME.match(mname):
+            raise ValueError(f"attack {name!r}: invalid metric name {mname!r}")
+    extra["metrics"] = dict(metrics)
+    if extra.get("prepare") is not None and not callable(extra["prepare"]):
+        raise TypeError(f"attack {name!r}: prepare must be callable")
 
 
 def discover(extra_plugins: Iterable[tuple[str, Any]] = ()) -> Host:

@@ -130,3 +130,23 @@ def resolve(space: Mapping[str, Param], overrides: Mapping[str, Any] | None = No
             raise ParamError(f"{prefix}{name}={value!r} is out of range: expected {param.describe()}")
         resolved[name] = value
     return resolved
+
+
+def sgd_space(batch_size: int | None = 128, *, momentum: float = 0.9, weight_decay: float = 5e-4,
+              weight_decay_high: float = 1e-2, batch_help: str = "") -> dict[str, Param]:
+    """The SGD part of a method's space (batch size, momentum, weight decay), kept out of tuning.
+
+    Every built-in method trains with SGD; sharing one declaration keeps their ranges the same, and
+    `sgd_options(params)` hands the resolved values to `ctx.fit`. `batch_size=None` leaves it out (for
+    methods with several batch sizes of their own)."""
+    space: dict[str, Param] = {}
+    if batch_size is not None:
+        space["batch_size"] = Int(16, 1024, default=batch_size, tune=False, help=batch_help)
+    space["momentum"] = Float(0.0, 0.99, default=momentum, tune=False)
+    space["weight_decay"] = Float(0.0, weight_decay_high, default=weight_decay, tune=False)
+    return space
+
+
+def sgd_options(params: Mapping[str, Any]) -> dict:
+    """batch_size, momentum and weight_decay of resolved `params`, as keyword arguments of `ctx.fit`."""
+    return {k: params[k] for k in ("batch_size", "momentum", "weight_decay") if k in params}

@@ -6,7 +6,10 @@ paper's setting and the default on CUDA.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Callable
 
 import torch
 
@@ -21,9 +24,25 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: bool = True  # random crop (pad 4) + horizontal flip, batch-wise on the device
+    warmup_epochs: int = 0  # linear warm-up of the lr before the cosine decay
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def schedule(self, epochs: int) -> str | Callable[[int], float]:
+        """The lr schedule of `engine.fit` for `epochs` epochs: cosine, after a linear warm-up if any."""
+        if not self.warmup_epochs:
+            return "cosine"
+        return partial(warmup_cosine, warmup=self.warmup_epochs, epochs=epochs)
+
+
+def warmup_cosine(epoch: int, *, warmup: int, epochs: int) -> float:
+    """lr multiplier of 0-based `epoch`: (epoch + 1) / (warmup + 1) during the warm-up, then a cosine from 1
+    down to 0 over the remaining epochs (epoch `epochs`, which LambdaLR also asks for, gives 0)."""
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    decay = max(epochs - warmup, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(epoch - warmup, decay) / decay))
 
 
 @dataclass(frozen=True)
@@ -35,8 +54,10 @@ class Profile:
     heldout_size: int | None  # held-out images drawn from the 10k test set; None = all
     forget_fraction: float = 0.1  # of the training pool (the paper: 10%)
     validation_fraction: float = 0.2  # of the held-out images (the paper: 80% test / 20% validation)
-    precision: str = "bf16"  # autocast dtype for training and evaluation; "fp32" turns it off
+    precision: str = "bf16"  # "bf16" autocast, "fp32", or "auto": whichever trains faster on the device
     channels_last: bool = True
+    calibration_steps: int = 20  # timed steps of the retrain recipe behind each "% of retrain"
+    calibration_warmup: int = 3
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -53,6 +74,9 @@ PROFILES: dict[str, Profile] = {
             recipe=Recipe(epochs=1, batch_size=64, augment=False),
             train_size=400,
             heldout_size=400,
+            precision="fp32",
+            calibration_steps=2,
+            calibration_warmup=1,
         ),
         Profile(
             name="cpu",

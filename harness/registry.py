@@ -5,17 +5,22 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
+from .metrics import Metric
 from .params import Param, resolve
 
 
 class UnknownComponent(KeyError):
-    """A name that no plugin registered; the message lists the valid names."""
+    """A name that no plugin registered; the message lists the valid names (and plugins that failed to
+    load, which may be where the name was meant to come from)."""
 
-    def __init__(self, kind: str, name: str, valid: list[str]):
+    def __init__(self, kind: str, name: str, valid: list[str], failed: list[str] | None = None):
         self.kind, self.name, self.valid = kind, name, valid
         hint = difflib.get_close_matches(name, valid, n=1)
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
-        super().__init__(f"unknown {kind} {name!r}.{did_you_mean} Valid {kind}s: {', '.join(valid) or '(none)'}")
+        message = f"unknown {kind} {name!r}.{did_you_mean} Valid {kind}s: {', '.join(valid) or '(none)'}"
+        if failed:
+            message += f". Plugins that failed to load (see `unlearn plugins -v`): {'; '.join(failed)}"
+        super().__init__(message)
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return self.args[0]
@@ -34,18 +39,13 @@ class DuplicateComponent(LookupError):
 
 @dataclass(frozen=True)
 class Component:
+    """A registered function with a declared parameter space (default, valid range, Optuna space)."""
+
+    kind = "component"
     name: str
     fn: Callable
     description: str = ""
     source: str = ""  # "distribution version (entry point)" or the in-process plugin name
-
-
-@dataclass(frozen=True)
-class Method(Component):
-    """An unlearning method: fn(model, data, params, ctx) -> the unlearned model (eval mode).
-
-    `space` declares every parameter: its default, its valid range and whether Optuna tunes it."""
-
     space: Mapping[str, Param] = field(default_factory=dict)
 
     @property
@@ -53,32 +53,53 @@ class Method(Component):
         return {name: p.default for name, p in self.space.items()}
 
     def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict:
-        return resolve(self.space, overrides, owner=f"method {self.name!r}")
+        return resolve(self.space, overrides, owner=f"{self.kind} {self.name!r}")
+
+
+@dataclass(frozen=True)
+class Method(Component):
+    """An unlearning method: fn(model, data, params, ctx) -> the unlearned model (eval mode)."""
+
+    kind = "method"
 
 
 @dataclass(frozen=True)
 class Attack(Component):
-    """fn(outputs: AttackInput) -> {metric: value}. Metrics are logged prefixed by nothing: name them well."""
+    """An attack or verification metric.
+
+    fn(inputs: AttackInput, params) -> {metric: value}, every metric declared in `metrics` (logged as
+    `attack/metric`). `prepare(inputs: PrepareInput, params)`, if given, runs once per split before any
+    model is scored; what it returns reaches `fn` as `inputs.prepared`."""
+
+    kind = "attack"
+    metrics: Mapping[str, Metric] = field(default_factory=dict)
+    prepare: Callable | None = None
 
 
 @dataclass(frozen=True)
 class Scenario(Component):
-    """fn(pool, generator, **options) -> LongTensor of pool positions that form the forget set."""
+    """fn(pool, generator, **params) -> LongTensor of pool positions that form the forget set, or
+    (positions, info) with `info` a dict describing the choice (logged)."""
+
+    kind = "scenario"
 
 
 @dataclass(frozen=True)
 class Model(Component):
-    """fn(num_classes) -> a freshly initialised torch.nn.Module."""
+    """fn(num_classes, **params) -> a freshly initialised torch.nn.Module."""
+
+    kind = "model"
 
 
 T = TypeVar("T", bound=Component)
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, load_failures: Callable[[], list[str]] = lambda: []):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._conflicts: dict[str, list[str]] = {}
+        self._load_failures = load_failures
 
     def add(self, component: T) -> None:
         existing = self._items.get(component.name)
@@ -93,7 +114,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownComponent(self.kind, name, self.names()) from None
+            raise UnknownComponent(self.kind, name, self.names(), self._load_failures()) from None
 
     def names(self) -> list[str]:
         return sorted(n for n in self._items if n not in self._conflicts)

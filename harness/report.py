@@ -1,38 +1,55 @@
-"""Tables and figures of results, shared by the terminal, MLflow and the docs generator."""
+"""Tables and figures of results, shared by the terminal, MLflow and the docs generator.
+
+Which columns appear, their headers, formats and ideals come from metric declarations (the harness's
+own in `metrics.UTILITY`, each attack's from its registration, as logged in the parent's config.json),
+so a third-party attack's metrics are shown exactly like the built-in ones.
+"""
 from __future__ import annotations
 
 import pandas as pd
 
-COLUMNS = [  # (column, header, format)
-    ("acc_retain", "retain", "{:.3f}"),
-    ("acc_forget", "forget", "{:.3f}"),
-    ("acc_validation", "valid", "{:.3f}"),
-    ("acc_test", "test", "{:.3f}"),
-    ("forget_val_ratio", "F/V ratio", "{:.3f}"),
-    ("mia_auc", "MIA AUC", "{:.3f}"),
-    ("mia_signed_auc", "signed AUC", "{:.3f}"),
-    ("unlearn_seconds", "time s", "{:.1f}"),
-    ("pct_retrain_time", "% retrain", "{:.1f}"),
-]
+from .metrics import UTILITY, Metric, attack_metric_name
+
+UTILITY_COLUMNS = ["acc_retain", "acc_forget", "acc_validation", "acc_test", "forget_val_ratio"]
+TIME_COLUMNS = ["unlearn_seconds", "pct_retrain_time"]
 
 
-def format_summary(summary: pd.DataFrame, with_std: bool = True) -> pd.DataFrame:
+def columns(attack_metrics: dict[str, dict]) -> list[tuple[str, Metric]]:
+    """(column, declaration) of the summary, in order: utility, each attack's summary metrics, time.
+
+    `attack_metrics`: {attack: {metric: Metric or its as_dict()}} (config.json's "metrics")."""
+    out = [(c, UTILITY[c]) for c in UTILITY_COLUMNS]
+    for attack, declared in attack_metrics.items():
+        for name, metric in declared.items():
+            metric = metric if isinstance(metric, Metric) else Metric(**metric)
+            if metric.summary:
+                out.append((attack_metric_name(attack, name), metric))
+    return out + [(c, UTILITY[c]) for c in TIME_COLUMNS]
+
+
+def _header(column: str, metric: Metric) -> str:
+    return metric.label or column
+
+
+def format_summary(summary: pd.DataFrame, attack_metrics: dict[str, dict], with_std: bool = True) -> pd.DataFrame:
     """Mean (± std over seeds) as strings, one row per method."""
     out = pd.DataFrame(index=summary.index)
     out["seeds"] = summary["seeds"]
-    for col, header, fmt in COLUMNS:
+    several = int(out["seeds"].max()) > 1 if len(out) else False
+    for col, metric in columns(attack_metrics):
         if col not in summary.columns:
             continue
-        mean, std = summary[col], summary.get(f"{col}_std")
+        std = summary.get(f"{col}_std")
         cells = []
-        for m, s in zip(mean, std if std is not None else [None] * len(mean)):
+        for i, m in enumerate(summary[col]):
+            s = None if std is None else std.iloc[i]
             if pd.isna(m):
                 cells.append("-")
-            elif with_std and s is not None and int(out["seeds"].max()) > 1:
-                cells.append(f"{fmt.format(m)} ± {fmt.format(s)}")
+            elif with_std and several and s is not None and not pd.isna(s):
+                cells.append(f"{metric.fmt.format(m)} ± {metric.fmt.format(s)}")
             else:
-                cells.append(fmt.format(m))
-        out[header] = cells
+                cells.append(metric.fmt.format(m))
+        out[_header(col, metric)] = cells
     return out
 
 
@@ -44,55 +61,54 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def summary_figure(summary: pd.DataFrame):
-    """Forget/validation ratio against MIA AUC per method: the ideal is (1, 0.5)."""
+def primary_attack_metric(attack_metrics: dict[str, dict]) -> tuple[str, Metric] | None:
+    """The first summary metric with a target value (for the paper's figure: the MIA AUC)."""
+    return next(((c, m) for c, m in columns(attack_metrics) if "/" in c and m.target is not None), None)
+
+
+def summary_figure(summary: pd.DataFrame, attack_metrics: dict[str, dict]):
+    """Forget/validation ratio against the primary attack metric per method: the ideal is (1, its target)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    if "forget_val_ratio" in summary and "mia_auc" in summary:
+    primary = primary_attack_metric(attack_metrics)
+    if primary is not None and "forget_val_ratio" in summary and primary[0] in summary:
+        col, metric = primary
         for method, row in summary.iterrows():
-            ax.errorbar(row["forget_val_ratio"], row["mia_auc"], xerr=row.get("forget_val_ratio_std", 0),
-                        yerr=row.get("mia_auc_std", 0), fmt="o", capsize=3)
-            ax.annotate(str(method), (row["forget_val_ratio"], row["mia_auc"]), textcoords="offset points",
+            ax.errorbar(row["forget_val_ratio"], row[col], xerr=row.get("forget_val_ratio_std", 0),
+                        yerr=row.get(f"{col}_std", 0), fmt="o", capsize=3)
+            ax.annotate(str(method), (row["forget_val_ratio"], row[col]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
+        ax.axhline(metric.target, color="grey", lw=0.8, ls="--")
+        ax.set_ylabel(f"{_header(col, metric)} (ideal {metric.ideal})")
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("forget / validation accuracy (ideal 1)")
-    ax.set_ylabel("MIA AUC (ideal 0.5)")
     ax.set_title("Forgetting by method (mean ± std over seeds)")
     fig.tight_layout()
     plt.close(fig)
     return fig
 
 
-def rows_from_mlflow(client, parent_run_id: str) -> list[dict]:
-    """The per-(method, seed) rows of a parent run, as the runner produced them, read back from MLflow."""
-    runs = client.search_runs(
-        [client.get_run(parent_run_id).info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", order_by=["attributes.start_time ASC"],
-        max_results=10000)
-    return [{"method": r.data.tags["method"], "seed": int(r.data.tags["seed"]), "status": r.info.status,
-             **r.data.metrics} for r in runs]
-
-
-def results_markdown(summary: pd.DataFrame, frame: pd.DataFrame, *, title: str, command: str | None,
-                     facts: dict[str, str]) -> str:
+def results_markdown(summary: pd.DataFrame, frame: pd.DataFrame, attack_metrics: dict[str, dict], *, title: str,
+                     command: str | None, facts: dict[str, str], failures: list[dict] | None = None) -> str:
     """The results document: how to regenerate it, what it ran on, mean ± std per method, every run."""
     lines = [f"# {title}", "", "Generated by `unlearn report`; do not edit by hand.", ""]
     if command:
         lines += ["Regenerate with:", "", "```bash", command, "```", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()] + [""]
-    lines += ["## Mean ± std over seeds", "", markdown_table(format_summary(summary)), ""]
-    per_seed = frame[["method", "seed", "status", *[c for c, _, _ in COLUMNS if c in frame.columns]]].copy()
-    for col, _, fmt in COLUMNS:
+    lines += ["## Mean ± std over seeds", "", markdown_table(format_summary(summary, attack_metrics)), ""]
+    cols = [c for c, _ in columns(attack_metrics) if c in frame.columns]
+    per_seed = frame[["method", "seed", "status", *cols]].copy()
+    for col, metric in columns(attack_metrics):
         if col in per_seed:
-            per_seed[col] = per_seed[col].map(lambda v, f=fmt: "-" if pd.isna(v) else f.format(v))
+            per_seed[col] = per_seed[col].map(lambda v, f=metric.fmt: "-" if pd.isna(v) else f.format(v))
     lines += ["## Every run", "", markdown_table(per_seed.set_index("method")), ""]
-    lines += ["Columns: accuracy on retain / forget / validation / test; F/V ratio = forget / validation "
-              "accuracy (ideal 1); MIA AUC = the paper's loss-based attack, 10-fold CV ROC AUC (ideal 0.5); "
-              "signed AUC = AUC of -loss, forget vs test (below 0.5 = over-forgetting); time = unlearning "
-              "wall-clock in seconds and as % of the retrain time.", ""]
-    return "\n".join(lines)
+    if failures:
+        lines += ["## Failures", ""] + [f"- {f['method']} seed={f['seed']}: {f['error']}" for f in failures] + [""]
+    lines += ["Columns (ideal in brackets):", ""]
+    lines += [f"- `{c}` ({_header(c, m)}): {m.help or 'see the plugin'}{f' [{m.ideal}]' if m.ideal else ''}"
+              for c, m in columns(attack_metrics)]
+    return "\n".join(lines) + "\n"

@@ -1,80 +1,33 @@
-"""`unlearn run`: for each seed, build the split, get the original and retrain models, run every method,
-evaluate once, attack, and log everything as one parent run with a child run per (method, seed)."""
+"""`unlearn run`: a loop over the cells of a plan, each logged as a child run of one parent run.
+
+Planning (plan.py), the reference models (references.py) and a cell's work (cell.py) live elsewhere;
+this module only orders the cells, resumes finished ones, and writes to the tracker.
+"""
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import logging
 import traceback
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
 
 import pandas as pd
-from torch import nn
 
 from . import __version__, engine
 from .cache import ModelCache
-from .context import Context, UnlearningData
-from .data import cache_dir, load_cifar10
-from .evaluation import AttackInput, Outputs, model_outputs, run_attacks, utility_metrics
-from .host import Host, default_host
-from .profiles import PROFILES, Profile, default_profile_name
-from .registry import Attack, Method, UnknownComponent
-from .scratch import ScratchTrainer
-from .splits import Split, make_split
-from .tracking import FAILED, FINISHED, KILLED, MemoryTracker, git_commit
+from .cell import Callbacks, Cell, CellResult, evaluate_cell
+from .host import Host
+from .metrics import UTILITY
+from .plan import Plan, RunConfig, plan
+from .references import ORIGINAL_SEED, References
+from .tracking import FAILED, FINISHED, KILLED, MemoryTracker, Tracker, TrackedRun, git_commit
 
 log = logging.getLogger(__name__)
-ORIGINAL_SEED = 0  # one original model per (data, training pool, model, recipe): shared by all split seeds
-REFERENCE = "retrain"
-SUMMARY_COLUMNS = ["acc_retain", "acc_forget", "acc_validation", "acc_test", "forget_val_ratio", "mia_auc",
-                   "mia_signed_auc", "unlearn_seconds", "pct_retrain_time"]
-
-
-@dataclass
-class RunConfig:
-    methods: list[str] | None = None  # None: every registered method
-    scenario: str = "random"
-    seeds: list[int] = field(default_factory=lambda: [0])
-    profile: str | None = None  # None: 'paper' with CUDA, else 'cpu'
-    precision: str | None = None  # None: the profile's ("bf16" or "fp32")
-    model: str = "resnet18"
-    attacks: list[str] | None = None  # None: every registered attack
-    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    scenario_options: dict[str, Any] = field(default_factory=dict)
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    device: str | None = None
-    experiment: str | None = None  # None: one experiment per scenario
-    log_models: bool = True
-    show_progress: bool = True
-    resume: bool = False
-    epoch_eval_size: int | None = 2000
-    command: str | None = None  # the command line, kept as a tag so reports can say how to regenerate them
-
-
-@dataclass
-class Plan:
-    """A validated configuration: every name resolved, every parameter checked, before any work."""
-
-    config: RunConfig
-    profile: Profile
-    methods: list[Method]
-    params: dict[str, dict]
-    attacks: list[Attack]
-    scenario: Any
-    model: Any
-
-    @property
-    def experiment(self) -> str:
-        return self.config.experiment or f"unlearning-{self.scenario.name}"
 
 
 @dataclass
 class RunResult:
     rows: list[dict]
-    failures: list[dict]
+    failures: list[dict]  # {"method", "seed", "error", "run_id", "where"}; attack failures name the attack
     parent_run_id: str | None
     split_hashes: dict[int, str]
 
@@ -82,106 +35,54 @@ class RunResult:
         return pd.DataFrame(self.rows)
 
     def summary(self) -> pd.DataFrame:
-        """Mean and standard deviation over seeds, one row per method (original first)."""
-        df = self.frame()
-        if df.empty:
-            return df
-        df = df[df["status"] == FINISHED]
-        cols = [c for c in SUMMARY_COLUMNS if c in df.columns]
-        grouped = df.groupby("method", sort=False)[cols]
-        mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
-        out = mean.copy()
-        for c in cols:
-            out[f"{c}_std"] = std[c]
-        out.insert(0, "seeds", grouped.size())
-        return out
+        return summarize(self.frame())
 
 
-class UsageError(ValueError):
-    """Bad names or parameters: reported with exit status 2."""
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of every numeric metric, one row per method in run order
+    (reference rows first); FINISHED rows only."""
+    if frame.empty:
+        return frame
+    df = frame[frame["status"] == FINISHED]
+    cols = [c for c in df.columns if c not in ("method", "seed", "status", "run_id", "error")
+            and pd.api.types.is_numeric_dtype(df[c])]
+    grouped = df.groupby("method", sort=False)[cols]
+    mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
+    out = pd.concat([mean, std.add_suffix("_std")], axis=1)
+    out.insert(0, "seeds", grouped.size())
+    return out
 
 
-def plan(config: RunConfig, host: Host | None = None) -> Plan:
-    host = host or default_host()
-    profile_name = config.profile or default_profile_name()
-    if profile_name not in PROFILES:
-        raise UsageError(str(UnknownComponent("profile", profile_name, sorted(PROFILES))))
-    try:
-        names = config.methods or host.methods.names()
-        names = [REFERENCE, *[n for n in names if n != REFERENCE]]  # every comparison needs the reference first
-        methods = [host.methods.get(n) for n in dict.fromkeys(names)]
-        unknown_params = set(config.method_params) - {m.name for m in methods}
-        if unknown_params:
-            raise UsageError(f"parameters given for method(s) not in this run: {', '.join(sorted(unknown_params))}")
-        params = {m.name: m.resolve(config.method_params.get(m.name)) for m in methods}
-        attacks = [host.attacks.get(n) for n in (config.attacks or host.attacks.names())]
-        scenario = host.scenarios.get(config.scenario)
-        model = host.models.get(config.model)
-    except (LookupError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
-    if not config.seeds:
-        raise UsageError("no seeds given")
-    profile = PROFILES[profile_name]
-    if config.precision is not None:
-        if config.precision not in ("bf16", "fp32"):
-            raise UsageError(f"unknown precision {config.precision!r}. Valid precisions: bf16, fp32")
-        profile = replace(profile, precision=config.precision)
-    return Plan(config, profile, methods, params, attacks, scenario, model)
-
-
-def config_hash(p: Plan, fingerprint: str) -> str:
-    blob = json.dumps({
-        "methods": [m.name for m in p.methods], "params": p.params, "attacks": [a.name for a in p.attacks],
-        "scenario": p.scenario.name, "options": p.config.scenario_options, "seeds": p.config.seeds,
-        "profile": p.profile.as_dict(), "model": p.model.name, "data": fingerprint,
-    }, sort_keys=True, default=str)
-    return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
-
-
-def run(config: RunConfig, host: Host | None = None, tracker=None) -> RunResult:
-    p = plan(config, host)
-    return Runner(p, tracker if tracker is not None else MemoryTracker()).run()
+def run(config: RunConfig, host: Host | None = None, tracker: Tracker | None = None) -> RunResult:
+    """Plan and run `config` (the Python API); runs go to `tracker` (default: in memory)."""
+    return Runner(plan(config, host), tracker if tracker is not None else MemoryTracker()).run()
 
 
 class Runner:
-    def __init__(self, p: Plan, tracker):
+    def __init__(self, p: Plan, tracker: Tracker):
         self.p, self.tracker, self.cfg = p, tracker, p.config
-        self.compute = engine.Compute(engine.resolve_device(self.cfg.device), p.profile.precision,
-                                      p.profile.channels_last)
+        self.compute = engine.Compute(p.device, p.profile.precision, p.profile.channels_last)
         self.rows: list[dict] = []
         self.failures: list[dict] = []
-        self.active = None  # the child run in progress, ended as KILLED on Ctrl-C
+        self.active: TrackedRun | None = None  # the child run in progress, ended as KILLED on Ctrl-C
 
-    # -- the whole run ---------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        cfg, p = self.cfg, self.p
-        data = load_cifar10(cfg.data_dir, cfg.cache_dir).to(self.compute.device)
-        num_classes = data.num_classes
-        self.data = data
-        self.factory = lambda: p.model.fn(num_classes)
-        self.trainer = ScratchTrainer(data, self.compute, p.model.name, self.factory, p.profile.recipe,
-                                      ModelCache(cache_dir(cfg.cache_dir) / "models"), cfg.show_progress)
-        chash = config_hash(p, data.fingerprint)
-        done: dict[tuple[str, int], dict] = {}
-        parent_id = self.tracker.find_resumable(chash) if cfg.resume else None
-        if parent_id is not None:
-            parent = self.tracker.reopen(parent_id)
-            for child in self.tracker.finished_children(parent_id):
-                done[(child["tags"]["method"], int(child["tags"]["seed"]))] = child["metrics"]
-            log.info("resuming run %s: %d finished child runs reused", parent_id, len(done))
-        else:
-            parent = self.tracker.start_parent(
-                f"{p.profile.name}-{p.scenario.name}",
-                tags=self._tags(run_kind="parent", config_hash=chash, command=cfg.command))
-            parent.log_params(self._parent_params(data))
-            parent.log_dict(self._config_dict(data), "config.json")
-        self.parent = parent
-        split_hashes: dict[int, str] = {}
+        p = self.p
+        model = p.model
+        self.references = References(
+            p.data, self.compute, model.name, lambda: model.component.fn(p.data.num_classes, **model.params),
+            p.profile.recipe, ModelCache(p.cache_dir / "models"), show_progress=self.cfg.show_progress,
+            calibration_steps=p.profile.calibration_steps, warmup_steps=p.profile.calibration_warmup)
+        parent, done = self._open_parent()
         try:
-            for seed in cfg.seeds:
-                split = make_split(data, p.profile, p.scenario, seed, cfg.scenario_options)
-                split_hashes[seed] = split.hash
-                self._run_seed(split, done)
+            for seed in p.seeds:
+                split = p.splits[seed]
+                refs = self.references.for_split(split)
+                for cell in p.cells(split):
+                    if cell.hash in done:
+                        self._add_row(cell, FINISHED, done[cell.hash])
+                    else:
+                        self._run_cell(parent, cell, refs)
         except KeyboardInterrupt:
             if self.active is not None:
                 self.active.end(KILLED)
@@ -194,164 +95,118 @@ class Runner:
             parent.log_text(traceback.format_exc(), "traceback.txt")
             parent.end(FAILED)
             raise
-        result = RunResult(self.rows, self.failures, getattr(parent, "run_id", None), split_hashes)
+        result = RunResult(self.rows, self.failures, parent.run_id, {s: p.splits[s].hash for s in p.seeds})
         self._log_summary(parent, result)
         parent.end(FAILED if self.failures else FINISHED)
         return result
 
-    # -- one seed ----------------------------------------------------------------------------------------
-    def _run_seed(self, split: Split, done: dict) -> None:
-        seed, data = split.seed, self.data
-        original, meta = self.trainer.get(split.train, ORIGINAL_SEED, desc="original")
-        for param in original.parameters():
-            param.requires_grad_(False)
-        original_out = model_outputs(original, data, split, self.compute)
-        if ("original", seed) in done:
-            self._add_row("original", seed, FINISHED, done[("original", seed)])
+    def _open_parent(self) -> tuple[TrackedRun, dict[str, dict]]:
+        """A new parent run, or with --resume the unfinished one of the same configuration and the metrics
+        of its finished cells (by cell hash)."""
+        p, done = self.p, {}
+        parent_id = self.tracker.find_resumable(p.hash) if self.cfg.resume else None
+        if parent_id is not None:
+            parent = self.tracker.reopen(parent_id)
+            for child in self.tracker.finished_children(parent_id):
+                if "cell_hash" in child["tags"]:
+                    done[child["tags"]["cell_hash"]] = child["metrics"]
+            log.info("resuming run %s: %d finished cells reused", parent_id, len(done))
+            return parent, done
+        parent = self.tracker.start_parent(f"{p.profile.name}-{p.scenario.name}",
+                                           tags=self._tags(run_kind="parent", config_hash=p.hash, command=self.cfg.command))
+        parent.log_params(self._parent_params())
+        parent.log_dict(p.describe(), "config.json")
+        return parent, done
+
+    def _run_cell(self, parent: TrackedRun, cell: Cell, refs) -> None:
+        split = cell.split
+        child = self.tracker.start_child(parent, f"{cell.name} seed={split.seed}", tags=self._tags(
+            run_kind="child", method=cell.name, seed=split.seed, split_hash=split.hash, cell_hash=cell.hash))
+        self.active = child
+        child.log_params({**cell.params, **self._split_params(cell)})
+        result = evaluate_cell(cell, refs, Callbacks(on_epoch=lambda epoch, m: child.log_metrics(m, step=epoch)),
+                               show_progress=self.cfg.show_progress, epoch_eval_size=self.cfg.epoch_eval_size)
+        if cell.method is None:  # reference rows: their training curves and checkpoints
+            for row in result.history:
+                child.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+            child.set_tags(result.info)
+            if self.cfg.log_models and (cell.name == "retrain" or split.seed == self.p.seeds[0]):
+                child.log_artifact(self.references.cache.path(result.info["cache_key"]), "model")
+        child.log_metrics(result.metrics)
+        for name, text in result.attack_errors.items():
+            child.log_text(text, f"attack_errors/{name}.txt")
+            self.failures.append({"method": cell.name, "seed": split.seed, "run_id": child.run_id,
+                                  "error": f"attack {name} failed: {text.splitlines()[0]}",
+                                  "where": child.location(f"attack_errors/{name}.txt")})
+        if result.ok:
+            child.set_tags({"attack_errors": ",".join(result.attack_errors)} if result.attack_errors else {})
         else:
-            self._log_reference(split, original, meta, original_out)
-
-        retrain_out: Outputs | None = None
-        retrain_seconds: float | None = None
-        for method in self.p.methods:
-            key = (method.name, seed)
-            if key in done:
-                self._add_row(method.name, seed, FINISHED, done[key])
-                if method.name == REFERENCE:
-                    model, rmeta = self.trainer.get(split.retain, seed, epochs=self.p.params[REFERENCE]["epochs"] or None)
-                    retrain_out = model_outputs(model, data, split, self.compute)
-                    retrain_seconds = done[key].get("unlearn_seconds", rmeta["train_seconds"])
-                continue
-            outcome = self._run_method(method, split, original, original_out, retrain_out, retrain_seconds)
-            if method.name == REFERENCE:
-                if outcome is None:
-                    raise RuntimeError("the retrain reference failed; nothing can be compared without it")
-                retrain_out, retrain_seconds = outcome
-
-    def _run_method(self, method: Method, split: Split, original: nn.Module, original_out: Outputs,
-                    retrain_out: Outputs | None, retrain_seconds: float | None):
-        seed, params = split.seed, self.p.params[method.name]
-        child = self.tracker.start_child(self.parent, f"{method.name} seed={seed}",
-                                         tags=self._tags(run_kind="child", method=method.name, seed=seed,
-                                                         split_hash=split.hash))
-        self.active = child
-        child.log_params({**params, **self._split_params(split)})
-        try:
-            frozen = copy.deepcopy(original).eval()
-            model = copy.deepcopy(original)
-            for param in model.parameters():
-                param.requires_grad_(True)
-            unlearning_data = UnlearningData(self.data, split.retain, split.forget, split.validation, frozen)
-            engine.seed_everything(seed)
-            ctx = Context(unlearning_data, self.compute, seed, self.factory,
-                          log_metrics=lambda m, step: child.log_metrics(m, step=step),
-                          show_progress=self.cfg.show_progress, epoch_eval_size=self.cfg.epoch_eval_size,
-                          scratch=self.trainer.get)
-            clock = engine.Stopwatch(self.compute.device)
-            start = clock.now()
-            result = method.fn(model, unlearning_data, dict(params), ctx)
-            elapsed = clock.now() - start - ctx.overhead_s + ctx.cached_s
-            if not isinstance(result, nn.Module):
-                raise TypeError(f"method {method.name!r} returned {type(result).__name__}, expected a torch.nn.Module")
-            result.eval()
-            out = model_outputs(result, self.data, split, self.compute)
-            if method.name == REFERENCE:
-                retrain_out, retrain_seconds = out, elapsed
-            metrics = utility_metrics(out, retrain_out)
-            attack_metrics, attack_errors = run_attacks(self.p.attacks, AttackInput(
-                out, original_out, retrain_out, seed, split.scenario, split.info))
-            metrics.update(attack_metrics)
-            metrics["unlearn_seconds"] = elapsed
-            metrics["eval_overhead_seconds"] = ctx.overhead_s
-            if retrain_seconds:
-                metrics["pct_retrain_time"] = 100.0 * elapsed / retrain_seconds
-            child.log_metrics(metrics)
-            for name, tb in attack_errors.items():
-                child.log_text(tb, f"attack_errors/{name}.txt")
-            if method.name == REFERENCE and self.cfg.log_models:
-                child.log_artifact(self.trainer.cache.path(self.trainer.key(
-                    split.retain, seed, params["epochs"] or self.p.profile.recipe.epochs)), "model")
-            child.end(FINISHED)
-            self.active = None
-            self._add_row(method.name, seed, FINISHED, metrics)
-            log.info("%s seed=%d: %.1f s (%s%% of retrain), retain %.3f forget %.3f valid %.3f, ratio %.3f, MIA AUC %.3f",
-                     method.name, seed, elapsed, f"{metrics.get('pct_retrain_time', float('nan')):.1f}",
-                     metrics["acc_retain"], metrics["acc_forget"], metrics["acc_validation"],
-                     metrics.get("forget_val_ratio", float("nan")), metrics.get("mia_auc", float("nan")))
-            return out, elapsed
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            child.log_text(traceback.format_exc(), "traceback.txt")
-            child.set_tags({"error": f"{type(exc).__name__}: {exc}"[:500]})
-            child.end(FAILED)
-            self.active = None
-            log.error("method %s failed on seed %d: %s: %s", method.name, seed, type(exc).__name__, exc)
-            self.failures.append({"method": method.name, "seed": seed, "error": f"{type(exc).__name__}: {exc}"})
-            self._add_row(method.name, seed, FAILED, {})
-            return None
-
-    def _log_reference(self, split: Split, original: nn.Module, meta: dict, out: Outputs) -> None:
-        child = self.tracker.start_child(self.parent, f"original seed={split.seed}",
-                                         tags=self._tags(run_kind="child", method="original", seed=split.seed,
-                                                         split_hash=split.hash, cached=meta["cached"]))
-        self.active = child
-        child.log_params({"train_seed": ORIGINAL_SEED, **self.p.profile.recipe.as_dict(), **self._split_params(split)})
-        for row in meta.get("history", []):
-            child.log_metrics({"train_loss": row["loss"], "train_acc": row["acc"]}, step=row["epoch"])
-        metrics = utility_metrics(out)
-        attack_metrics, _ = run_attacks(self.p.attacks, AttackInput(out, out, None, split.seed, split.scenario, split.info))
-        metrics.update(attack_metrics)
-        metrics["train_seconds"] = float(meta["train_seconds"])
-        child.log_metrics(metrics)
-        if self.cfg.log_models and split.seed == self.cfg.seeds[0]:
-            child.log_artifact(self.trainer.cache.path(meta["cache_key"]), "model")
-        child.end(FINISHED)
+            child.log_text(result.traceback or result.error, "traceback.txt")
+            child.set_tags({"error": result.error[:500]})
+            self.failures.append({"method": cell.name, "seed": split.seed, "error": result.error,
+                                  "run_id": child.run_id, "where": child.location("traceback.txt")})
+            log.error("%s seed=%d FAILED: %s (run %s)", cell.name, split.seed, result.error, child.run_id)
+        child.end(result.status)
         self.active = None
-        self._add_row("original", split.seed, FINISHED, metrics)
-        log.info("original seed=%d: trained in %.1f s (cached: %s), retain %.3f forget %.3f valid %.3f, ratio %.3f, "
-                 "MIA AUC %.3f", split.seed, metrics["train_seconds"], meta["cached"], metrics["acc_retain"],
-                 metrics["acc_forget"], metrics["acc_validation"], metrics.get("forget_val_ratio", float("nan")),
-                 metrics.get("mia_auc", float("nan")))
+        self._add_row(cell, result.status, result.metrics)
+        if result.ok:
+            self._log_line(cell, result)
+
+    def _log_line(self, cell: Cell, result: CellResult) -> None:
+        m, split = result.metrics, cell.split
+        head = f"{cell.name} seed={split.seed}:"
+        if cell.name == "original":
+            head += f" trained in {m['train_seconds']:.1f} s (cached: {result.info['cached']})"
+        elif "unlearn_seconds" in m:
+            head += f" {m['unlearn_seconds']:.1f} s ({m['pct_retrain_time']:.1f}% of retrain)"
+        shown = [f"{UTILITY[k].label} {m[k]:.3f}" for k in ("acc_retain", "acc_forget", "acc_validation",
+                                                              "forget_val_ratio") if k in m]
+        shown += [f"{k} {v:.3f}" for k, v in m.items() if "/" in k and self._in_summary(k)]
+        log.info("%s %s", head, ", ".join(shown))
+
+    def _in_summary(self, metric: str) -> bool:
+        attack, _, name = metric.partition("/")
+        declared = {a.name: a.component.metrics for a in self.p.attacks}.get(attack, {})
+        return name in declared and declared[name].summary
 
     # -- bookkeeping ---------------------------------------------------------------------------------
-    def _add_row(self, method: str, seed: int, status: str, metrics: dict) -> None:
-        self.rows.append({"method": method, "seed": seed, "status": status, **metrics})
+    def _add_row(self, cell: Cell, status: str, metrics: dict) -> None:
+        self.rows.append({"method": cell.name, "seed": cell.split.seed, "status": status, **metrics})
 
     def _tags(self, **extra) -> dict:
         return {"harness_version": __version__, "git_commit": git_commit(), "device": str(self.compute.device),
-                "profile": self.p.profile.name, "scenario": self.p.scenario.name, "model": self.p.model.name,
-                **extra}
+                "device_name": self.references.device_name, "profile": self.p.profile.name,
+                "scenario": self.p.scenario.name, "model": self.p.model.name, **extra}
 
-    def _split_params(self, split: Split) -> dict:
-        return {"seed": split.seed, "scenario": split.scenario, "profile": self.p.profile.name,
+    def _split_params(self, cell: Cell) -> dict:
+        split = cell.split
+        extra = {"train_seed": ORIGINAL_SEED, **self.p.profile.recipe.as_dict()} if cell.name == "original" else {}
+        return {**extra, "seed": split.seed, "scenario": split.scenario, "profile": self.p.profile.name,
                 "split_hash": split.hash, "model": self.p.model.name, "precision": self.compute.precision,
                 **{f"n_{k}": v for k, v in split.sizes().items()},
                 **{f"scenario_{k}": v for k, v in {**split.options, **split.info}.items()}}
 
-    def _parent_params(self, data) -> dict:
-        return {"methods": ",".join(m.name for m in self.p.methods), "attacks": ",".join(a.name for a in self.p.attacks),
-                "scenario": self.p.scenario.name, "seeds": ",".join(map(str, self.cfg.seeds)),
-                "profile": self.p.profile.name, "model": self.p.model.name, "data_fingerprint": data.fingerprint,
-                **{f"recipe.{k}": v for k, v in self.p.profile.recipe.as_dict().items()},
-                "train_size": self.p.profile.train_size, "precision": self.compute.precision}
+    def _parent_params(self) -> dict:
+        p = self.p
+        speeds = {f"precision_img_per_s.{k}": round(v, 1) for k, v in (p.precision_speeds or {}).items()}
+        return {"methods": ",".join(m.name for m in p.methods), "attacks": ",".join(a.name for a in p.attacks),
+                "scenario": p.scenario.name, "seeds": ",".join(map(str, p.seeds)),
+                "profile": p.profile.name, "model": p.model.name, "data_fingerprint": p.data.fingerprint,
+                **{f"recipe.{k}": v for k, v in p.profile.recipe.as_dict().items()},
+                "train_size": p.profile.train_size, "precision": self.compute.precision, **speeds}
 
-    def _config_dict(self, data) -> dict:
-        return {"config": asdict(self.cfg), "profile": self.p.profile.as_dict(), "params": self.p.params,
-                "data": {"source": data.source, "fingerprint": data.fingerprint}}
-
-    def _log_summary(self, parent, result: RunResult) -> None:
+    def _log_summary(self, parent: TrackedRun, result: RunResult) -> None:
         frame, summary = result.frame(), result.summary()
         if frame.empty:
             return
-        parent.log_table(frame, "results.json")
+        # log_dict rewrites the file; MLflow's log_table would append to it on every resume.
+        parent.log_dict(json.loads(frame.to_json(orient="split", index=False)), "results.json")
         parent.log_text(summary.to_csv(), "summary.csv")
         if result.failures:
             parent.log_dict(result.failures, "failures.json")
         try:
             from .report import summary_figure
 
-            figure = summary_figure(summary)
-            parent.log_figure(figure, "summary.png")
+            parent.log_figure(summary_figure(summary, self.p.describe()["metrics"]), "summary.png")
         except Exception as exc:  # a plotting problem must not fail a finished benchmark
             log.warning("summary figure not logged: %s", exc)

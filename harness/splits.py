@@ -5,12 +5,12 @@ seed of a profile shares one original model and only the forget set and the retr
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import torch
 
 from .data import ImageData
+from .hashing import stable_hash
 from .profiles import Profile
 from .registry import Scenario
 
@@ -24,14 +24,17 @@ class SplitError(ValueError):
 
 @dataclass(frozen=True)
 class Pool:
-    """What a scenario sees: the training images it may choose the forget set from."""
+    """What a scenario sees: the training pool it chooses the forget set from.
 
-    positions: torch.Tensor  # indices into the dataset
-    labels: torch.Tensor
+    A scenario returns *positions* 0..len(pool)-1 into this pool (not dataset indices): position i is
+    the image `images[i]` with label `labels[i]`, dataset index `positions[i]`. Everything is on the CPU."""
+
+    positions: torch.Tensor  # int64 (n,): dataset index of each pool position
+    labels: torch.Tensor  # int64 (n,)
     images: torch.Tensor  # uint8 (n, 3, H, W), for content-based scenarios
     classes: tuple[str, ...]
-    forget_fraction: float
-    seed: int
+    forget_fraction: float  # the profile's share of the pool to forget (random: 10%)
+    seed: int  # the split seed (the generator handed to the scenario is seeded with it)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -78,20 +81,21 @@ def stratified_sample(labels: torch.Tensor, size: int, generator: torch.Generato
     return torch.sort(torch.cat(chosen)).values
 
 
-def _digest(*parts: torch.Tensor | str) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else part.to(torch.int64).cpu().numpy().tobytes())
-        h.update(b"|")
-    return h.hexdigest()
-
-
 def make_split(data: ImageData, profile: Profile, scenario: Scenario, seed: int, options: dict | None = None) -> Split:
-    options = dict(options or {})
+    """The split of `seed`; `options` are the scenario's parameters (validated against its space here)."""
+    try:
+        options = scenario.resolve(options)
+    except ValueError as exc:
+        raise SplitError(str(exc)) from None
     labels = data.labels.cpu()
     pool_gen = torch.Generator().manual_seed(POOL_SEED)
     train_all = torch.arange(data.n_train)
     heldout_all = torch.arange(data.n_train, len(labels))
+    for what, size, available in (("training", profile.train_size, len(train_all)),
+                                  ("held-out", profile.heldout_size, len(heldout_all))):
+        if size is not None and size > available:
+            raise SplitError(f"profile {profile.name!r} needs {size} {what} images; the data "
+                             f"({data.source}) has {available}")
     train_pos = train_all if profile.train_size is None else train_all[
         stratified_sample(labels[train_all], profile.train_size, pool_gen)]
     heldout_pos = heldout_all if profile.heldout_size is None else heldout_all[
@@ -120,8 +124,8 @@ def make_split(data: ImageData, profile: Profile, scenario: Scenario, seed: int,
 
     split = Split(
         scenario=scenario.name, seed=seed, retain=retain, forget=forget, validation=validation, test=test,
-        hash=_digest(data.fingerprint, scenario.name, retain, forget, validation, test),
-        train_hash=_digest(data.fingerprint, train_pos),
+        hash=stable_hash(data.fingerprint, scenario.name, retain, forget, validation, test),
+        train_hash=stable_hash(data.fingerprint, train_pos),
         options=options, info=dict(info),
     )
     check_split(split, len(labels))

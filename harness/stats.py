@@ -1,35 +1,33 @@
-"""Small statistics used by metrics and attacks, written to be checked against scikit-learn."""
+"""Statistics used by metrics and attacks: library implementations, wrapped for the shapes we use."""
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import bootstrap, rankdata
+from sklearn.metrics import roc_auc_score
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic (ties count one half); labels are 0/1."""
+    """ROC AUC of `scores` for 0/1 `labels` (scikit-learn's), with a clear error when a class is missing."""
     labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    if labels.all() or not labels.any():
         raise ValueError("ROC AUC needs both classes")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUC = P(pos > neg) + P(tie)/2 (the Mann-Whitney statistic), vectorised over leading axes."""
+    n_pos, n_neg = pos.shape[axis], neg.shape[axis]
+    ranks = rankdata(np.concatenate([pos, neg], axis=axis), axis=axis)
+    pos_ranks = np.take(ranks, np.arange(n_pos), axis=axis).sum(axis=axis)
+    return (pos_ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 500, level: float = 0.95,
                      seed: int = 0) -> tuple[float, float]:
-    """Percentile CI of the AUC, resampling each class separately (stratified bootstrap)."""
-    rng = np.random.default_rng(seed)
+    """Percentile bootstrap CI of the ROC AUC, resampling each class separately (stratified), so every
+    resample keeps the class sizes of the data (scipy.stats.bootstrap with one sample per class)."""
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
-    pos, neg = scores[labels], scores[~labels]
-    n_pos, n_neg = len(pos), len(neg)
-    both = np.concatenate([np.ones(n_pos, bool), np.zeros(n_neg, bool)])
-    aucs = np.empty(n_boot)
-    for b in range(n_boot):
-        sample = np.concatenate([pos[rng.integers(0, n_pos, n_pos)], neg[rng.integers(0, n_neg, n_neg)]])
-        ranks = rankdata(sample)
-        aucs[b] = (ranks[both].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(aucs, [alpha, 1 - alpha])
-    return float(low), float(high)
+    result = bootstrap((scores[labels], scores[~labels]), _auc, n_resamples=n_boot, confidence_level=level,
+                       method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)

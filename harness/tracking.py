@@ -1,17 +1,45 @@
-"""Experiment tracking. MLflow is the store users browse; the in-memory tracker serves the Python API
-and tests that need no store. Both have the same small interface, which is all the runner uses."""
+"""Experiment tracking: every MLflow call of the harness lives here.
+
+`Tracker` / `TrackedRun` are the protocol the runner writes through; `MlflowTracker` writes to a store
+users browse, `MemoryTracker` keeps runs in memory (the Python API, tests, machines without a store).
+`MlflowStore` answers the read-side questions (which parent run, its rows and files) for reports.
+"""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 DEFAULT_DIR = "mlruns"
 FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
+
+
+class TrackedRun(Protocol):
+    run_id: str
+
+    def log_params(self, params: dict) -> None: ...
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None: ...
+    def set_tags(self, tags: dict) -> None: ...
+    def log_dict(self, data: Any, path: str) -> None: ...
+    def log_text(self, text: str, path: str) -> None: ...
+    def log_figure(self, figure, path: str) -> None: ...
+    def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None: ...
+    def location(self, path: str) -> str: ...
+    def end(self, status: str) -> None: ...
+
+
+class Tracker(Protocol):
+    def start_parent(self, name: str, tags: dict) -> TrackedRun: ...
+    def reopen(self, run_id: str) -> TrackedRun: ...
+    def start_child(self, parent: TrackedRun, name: str, tags: dict) -> TrackedRun: ...
+    def find_resumable(self, config_hash: str) -> str | None: ...
+    def finished_children(self, parent_id: str) -> list[dict]: ...
 
 
 def default_tracking_uri(explicit: str | None = None) -> str:
@@ -24,11 +52,44 @@ def default_tracking_uri(explicit: str | None = None) -> str:
     return f"sqlite:///{(Path.cwd() / DEFAULT_DIR / 'mlflow.db').resolve()}"
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def artifact_root_for(uri: str) -> str | None:
     """Artifacts beside an SQLite database; None lets a tracking server decide."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
-    return None
+    path = _sqlite_path(uri)
+    return (path.parent / "artifacts").resolve().as_uri() if path is not None else None
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """A ValueError in one line if runs could not be written to `uri`; creates nothing.
+
+    An unreachable server is found in seconds here, where MLflow's client would retry for minutes."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme == "sqlite":
+        path = _sqlite_path(uri)
+        if path is None:
+            raise ValueError(f"tracking URI {uri!r}: use sqlite:///PATH/mlflow.db")
+        if path.is_dir():
+            raise ValueError(f"tracking URI {uri!r} points at a folder; name the database file, e.g. {path}/mlflow.db")
+        parent = path.resolve().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"tracking URI {uri!r}: cannot create the store, {parent} is not a writable folder")
+    elif scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        except urllib.error.HTTPError:
+            pass  # the server answered (auth or no /health): it is there
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ValueError(f"tracking server {uri} is unreachable ({reason}); start it or check "
+                             f"--tracking-uri / $MLFLOW_TRACKING_URI") from None
+    elif scheme in ("", "file"):
+        raise ValueError(f"tracking URI {uri!r} is a plain folder, which MLflow 3 refuses as a store: "
+                         f"use sqlite:///{Path(uri.removeprefix('file://')) / 'mlflow.db'} or an http:// server")
 
 
 def git_commit() -> str | None:
@@ -50,6 +111,7 @@ def _flat(params: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+# -- MLflow ----------------------------------------------------------------------------------------------
 class MlflowRun:
     def __init__(self, client, run_id: str):
         self.client, self.run_id = client, run_id
@@ -57,22 +119,19 @@ class MlflowRun:
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in _flat(params).items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in _flat(params).items()])
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step or 0)
+                                                    for k, v in metrics.items() if v is not None])
 
     def set_tags(self, tags: dict) -> None:
-        for k, v in tags.items():
-            if v is not None:
-                self.client.set_tag(self.run_id, k, str(v))
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
 
     def log_dict(self, data: Any, path: str) -> None:
         self.client.log_dict(self.run_id, data, path)
@@ -83,24 +142,27 @@ class MlflowRun:
     def log_figure(self, figure, path: str) -> None:
         self.client.log_figure(self.run_id, figure, path)
 
-    def log_table(self, frame, path: str) -> None:
-        self.client.log_table(self.run_id, data=frame, artifact_file=path)
-
     def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def location(self, path: str) -> str:
+        return f"{self.client.get_run(self.run_id).info.artifact_uri}/{path}"
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
 
 
 class MlflowTracker:
+    """Writes runs to an MLflow store; creates the experiment if needed."""
+
     def __init__(self, uri: str | None = None, experiment: str = "unlearning"):
         import mlflow
         from mlflow import MlflowClient
 
         self.uri = default_tracking_uri(uri)
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        path = _sqlite_path(self.uri)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         existing = self.client.get_experiment_by_name(experiment)
@@ -129,10 +191,7 @@ class MlflowTracker:
             [self.experiment_id],
             filter_string=f"tags.config_hash = '{config_hash}' and tags.run_kind = 'parent'",
             order_by=["attributes.start_time DESC"], max_results=20)
-        for run in runs:
-            if run.info.status != FINISHED:
-                return run.info.run_id
-        return None
+        return next((r.info.run_id for r in runs if r.info.status != FINISHED), None)
 
     def finished_children(self, parent_id: str) -> list[dict]:
         runs = self.client.search_runs(
@@ -141,6 +200,51 @@ class MlflowTracker:
                 for r in runs if r.info.status == FINISHED]
 
 
+class MlflowStore:
+    """Read-only questions about a store, for reports. Never creates a store that is not there."""
+
+    def __init__(self, uri: str | None = None):
+        from mlflow import MlflowClient
+
+        self.uri = default_tracking_uri(uri)
+        path = _sqlite_path(self.uri)
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"no tracking store at {path}: run `unlearn run` first or pass --tracking-uri")
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def latest_parent(self, experiment: str) -> str:
+        """The newest parent run of `experiment` (of any status: a FAILED one is reported with its failures)."""
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = sorted(e.name for e in self.client.search_experiments())
+            raise LookupError(f"no experiment named {experiment!r} in {self.uri}; experiments: {', '.join(names) or '(none)'}")
+        runs = self.client.search_runs([exp.experiment_id], filter_string="tags.run_kind = 'parent'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            raise LookupError(f"experiment {experiment!r} has no parent run")
+        return runs[0].info.run_id
+
+    def parent(self, run_id: str) -> dict:
+        run = self.client.get_run(run_id)
+        return {"run_id": run_id, "status": run.info.status, "tags": dict(run.data.tags),
+                "params": dict(run.data.params), "experiment_id": run.info.experiment_id}
+
+    def rows(self, parent_id: str) -> list[dict]:
+        """One row per child run (method or reference row, seed): status and final metrics."""
+        runs = self.client.search_runs(
+            [self.client.get_run(parent_id).info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time ASC"],
+            max_results=10000)
+        return [{"method": r.data.tags["method"], "seed": int(r.data.tags["seed"]), "status": r.info.status,
+                 "error": r.data.tags.get("error"), "run_id": r.info.run_id, **r.data.metrics} for r in runs]
+
+    def load_json(self, run_id: str, path: str) -> Any:
+        import mlflow
+
+        return mlflow.artifacts.load_dict(f"{self.client.get_run(run_id).info.artifact_uri}/{path}")
+
+
+# -- in memory -------------------------------------------------------------------------------------------
 @dataclass
 class MemoryRun:
     name: str
@@ -170,11 +274,11 @@ class MemoryRun:
     def log_figure(self, figure, path):
         self.artifacts[path] = "figure"
 
-    def log_table(self, frame, path):
-        self.artifacts[path] = frame
-
     def log_artifact(self, local_path, artifact_path=None):
         self.artifacts[f"{artifact_path or ''}/{Path(local_path).name}"] = str(local_path)
+
+    def location(self, path: str) -> str:
+        return f"memory run {self.run_id}: {path}"
 
     def end(self, status: str) -> None:
         self.status = status

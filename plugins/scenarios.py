@@ -1,7 +1,8 @@
 """Built-in forget-set builders."""
 import torch
 
-from harness import hookimpl
+from harness import Choice, hookimpl
+from harness.data import CLASSES
 
 
 def random_forget(pool, generator):
@@ -10,19 +11,15 @@ def random_forget(pool, generator):
     return torch.randperm(len(pool), generator=generator)[:n]
 
 
-def class_forget(pool, generator, target_class=None):
+def class_forget(pool, generator, target_class="auto"):
     """Every training image of one class (the paper's future work); the class is drawn by the seed
-    unless `target_class` (an index or a name) is given."""
-    if target_class is None:
+    unless `target_class` (a name or an index) is given."""
+    if target_class == "auto":
         target = int(torch.randint(len(pool.classes), (1,), generator=generator))
-    elif str(target_class).isdigit():
-        target = int(target_class)
-    elif target_class in pool.classes:
-        target = pool.classes.index(target_class)
+    elif isinstance(target_class, int):
+        target = target_class
     else:
-        raise ValueError(f"target_class {target_class!r} is not a class index or one of {', '.join(pool.classes)}")
-    if not 0 <= target < len(pool.classes):
-        raise ValueError(f"target_class {target} is outside 0..{len(pool.classes) - 1}")
+        target = pool.classes.index(target_class)
     positions = torch.nonzero(pool.labels == target).flatten()
     return positions, {"forgotten_class": target, "forgotten_class_name": pool.classes[target]}
 
@@ -30,4 +27,7 @@ def class_forget(pool, generator, target_class=None):
 @hookimpl
 def register_scenarios(register):
     register("random", random_forget)
-    register("class", class_forget)
+    register("class", class_forget, space={
+        "target_class": Choice(["auto", *CLASSES, *range(len(CLASSES))], default="auto",
+                               help="the class to forget, by name or index; auto: drawn by the split seed"),
+    })

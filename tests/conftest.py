@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny synthetic CIFAR-shaped data and a method context on the CPU."""
+"""Shared fixtures: tiny synthetic CIFAR-shaped data, a method's inputs on the CPU, and the example
+third-party plugin (tests/fixtures/harness-example-plugin) made discoverable through its entry point, so
+its `tiny-cnn` model serves every test where ResNet18's layers are not the point."""
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -9,35 +14,41 @@ import numpy as np
 import pytest
 import torch
 
-from harness import engine
-from harness.context import Context, UnlearningData
+from harness.cell import method_arguments
 from harness.data import CLASSES, ImageData
-from harness.host import default_host
 from harness.profiles import Recipe
-from harness.scratch import ScratchTrainer
+from harness.references import References
+from harness.testing import CPU, Bench, synthetic_arrays, synthetic_data
 
 warnings.filterwarnings("ignore", message=".*noload loader strategy.*")
 REPO = Path(__file__).resolve().parents[1]
-CPU = engine.Compute(torch.device("cpu"), precision="fp32", channels_last=False)
+PLUGIN_SOURCE = REPO / "tests" / "fixtures" / "harness-example-plugin"
 
 
-def synthetic_arrays(n_train: int = 120, n_test: int = 80, seed: int = 0) -> dict:
-    """CIFAR-shaped uint8 images whose mean colour depends on the class, so a model can learn something."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for part, n in (("train", n_train), ("test", n_test)):
-        y = np.arange(n) % len(CLASSES)
-        rng.shuffle(y)
-        base = (y[:, None, None, None] * 23 % 256).astype(np.int16)
-        x = np.clip(base + rng.integers(-40, 40, size=(n, 32, 32, 3)), 0, 255).astype(np.uint8)
-        out[f"x_{part}"], out[f"y_{part}"] = x, y.astype(np.int64)
-    return out
+def _register_example_plugin() -> str:
+    """A distribution record for the example plugin on sys.path (and PYTHONPATH, for subprocesses): the
+    host finds it through `importlib.metadata` exactly as it finds an installed package."""
+    site = tempfile.mkdtemp(prefix="harness-tests-site-")
+    dist = Path(site) / "harness_example_plugin-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-example-plugin\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[unlearning_harness]\nexample = harness_example_plugin\n")
+    sys.path[:0] = [site, str(PLUGIN_SOURCE)]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [site, str(PLUGIN_SOURCE), os.environ.get("PYTHONPATH")]))
+    importlib.invalidate_caches()
+    return site
 
 
-def synthetic_data(n_train: int = 120, n_test: int = 80, seed: int = 0) -> ImageData:
-    from harness.data import _to_image_data
+TEST_SITE = _register_example_plugin()
+__all__ = ["CPU", "REPO", "synthetic_arrays", "synthetic_data", "method_inputs", "count_batches", "tiny_factory"]
 
-    return _to_image_data(synthetic_arrays(n_train, n_test, seed), f"synthetic-{seed}")
+
+def tiny_factory():
+    """The example plugin's two-conv CNN for 10 classes."""
+    from harness.host import default_host
+
+    model = default_host().models.get("tiny-cnn")
+    return model.fn(len(CLASSES), **model.resolve())
 
 
 @pytest.fixture(scope="session")
@@ -47,53 +58,58 @@ def tiny_data() -> ImageData:
 
 @pytest.fixture(scope="session")
 def resnet_factory():
+    from harness.host import default_host
+
     return lambda: default_host().models.get("resnet18").fn(len(CLASSES))
 
 
 @pytest.fixture(scope="session")
 def tiny_original(tiny_data, resnet_factory):
-    """A ResNet18 trained two epochs on the tiny training set: the 'original' for method tests."""
-    trainer = ScratchTrainer(tiny_data, CPU, "resnet18", resnet_factory, Recipe(epochs=2, batch_size=32, augment=False),
-                             cache=None, show_progress=False)
-    model, _ = trainer.get(torch.arange(tiny_data.n_train), seed=0)
-    return model
+    """A ResNet18 trained two epochs on the tiny training set: the 'original' where ResNet18's layers matter."""
+    refs = References(tiny_data, CPU, "resnet18", resnet_factory, Recipe(epochs=2, batch_size=32, augment=False),
+                      cache=None, show_progress=False)
+    return refs.train(torch.arange(tiny_data.n_train), seed=0).model
 
 
-def make_context(data: ImageData, original, factory, seed: int = 0, n_forget: int = 24, n_val: int = 40):
-    """(UnlearningData, Context) on the CPU over fixed index sets of the tiny data."""
-    train = torch.arange(data.n_train)
-    heldout = torch.arange(data.n_train, len(data.labels))
-    frozen = original.eval()
-    for p in frozen.parameters():
-        p.requires_grad_(False)
-    udata = UnlearningData(data, retain=train[n_forget:], forget=train[:n_forget], validation=heldout[:n_val],
-                           original=frozen)
-    trainer = ScratchTrainer(data, CPU, "resnet18", factory, Recipe(epochs=1, batch_size=32, augment=False),
-                             cache=None, show_progress=False)
-    ctx = Context(udata, CPU, seed, factory, show_progress=False, epoch_eval_size=None, scratch=trainer.get)
-    return udata, ctx
+@pytest.fixture(scope="session")
+def bench() -> Bench:
+    """The conformance bench on the tiny CNN."""
+    return Bench.build(tiny_factory)
 
 
-@pytest.fixture
-def data_dir() -> Path:
-    """The real CIFAR-10 copy (integration tests only)."""
+@pytest.fixture(scope="session")
+def npz_dir(tmp_path_factory) -> Path:
+    """A synthetic CIFAR-10 copy on disk, large enough for the smoke profile."""
+    path = tmp_path_factory.mktemp("data")
+    np.savez(path / "cifar10.npz", **synthetic_arrays(500, 450))
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A small slice of the real CIFAR-10 copy in $HARNESS_DATA_DIR (integration tests only): its first
+    1000 training images and every tenth test image (the test images are sorted by class), as the
+    same `cifar10.npz` format, so each `unlearn` subprocess loads it in a moment."""
+    from harness.data import load_cifar10
+
     path = os.environ.get("HARNESS_DATA_DIR")
     if not path or not Path(path).exists():
         pytest.fail("integration tests need HARNESS_DATA_DIR pointing at a CIFAR-10 copy (see README)")
-    return Path(path)
+    data = load_cifar10(path)
+    images = data.images.permute(0, 2, 3, 1).numpy()
+    test = np.arange(data.n_train, len(data.labels), 10)
+    out = tmp_path_factory.mktemp("cifar-slice")
+    np.savez(out / "cifar10.npz", x_train=images[:1000], y_train=data.labels[:1000].numpy(),
+             x_test=images[test], y_test=data.labels[test].numpy())
+    return out
 
 
-def method_inputs(data: ImageData, original, factory, seed: int = 0):
-    """(model, UnlearningData, Context) as the runner hands them to a method: a trainable copy of the
-    original, a frozen copy as data.original, and torch's global RNG seeded."""
-    import copy
-
-    udata, ctx = make_context(data, copy.deepcopy(original), factory, seed=seed)
-    model = copy.deepcopy(original)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    torch.manual_seed(seed)
-    return model, udata, ctx
+def method_inputs(data: ImageData, original, factory, seed: int = 0, on_epoch=None):
+    """(model, UnlearningData, Context) as the harness hands them to a method, over fixed index sets of
+    the tiny data: retain = train[24:], forget = train[:24], validation = the first 40 held-out images."""
+    train, heldout = torch.arange(data.n_train), torch.arange(data.n_train, len(data.labels))
+    return method_arguments(original, data, train[24:], train[:24], heldout[:40], seed, CPU, factory,
+                            on_epoch=on_epoch, show_progress=False, epoch_eval_size=None)
 
 
 def count_batches(ctx) -> dict:

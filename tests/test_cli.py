@@ -1,69 +1,136 @@
-"""Bad input on the command line: exit status 2 and the list of valid names."""
+"""The command line as a careless user meets it: every mistake exits 2 with one clear line before any
+store, experiment or run exists; failures exit 1 and say where to look."""
 import pytest
 from click.testing import CliRunner
 
+from harness import hookimpl
 from harness.cli import main
+from harness.host import discover
 
 
 def invoke(*args):
     return CliRunner().invoke(main, list(args))
 
 
+SMOKE = ["--profile", "smoke", "--model", "tiny-cnn", "--quiet"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--methods", "simple,bogus"], "unknown method 'bogus'"),
-    (["--scenario", "red"], "Valid scenarios: class, random"),
+    (["--methods", ","], "',' names nothing; leave --methods out for the default"),
+    (["--attacks", ","], "names nothing"),
+    (["--scenario", "red"], "unknown scenario 'red'"),
     (["--profile", "gpu"], "Valid profiles: cpu, paper, smoke"),
     (["--model", "vgg16"], "Valid models: resnet18"),
     (["--param", "simple.epochs=-1", "--methods", "simple"], "epochs=-1 is out of range"),
-    (["--param", "epochs=3"], "expected METHOD.NAME=VALUE"),
+    (["--param", "epochs=3"], "expected COMPONENT.NAME=VALUE"),
+    (["--param", "rotate.epochs=3", "--methods", "simple"], "--param given for method(s) not in this run: rotate"),
+    (["--attack-option", "mia.folds=1"], "attack 'mia': folds=1 is out of range"),
+    (["--scenario", "class", "--scenario-option", "target_class=unicorn"],
+     "scenario 'class': target_class='unicorn' is out of range: expected one of 'auto', 'airplane'"),
+    (["--scenario-option", "target_class=cat"], "scenario 'random': unknown parameter(s) target_class; valid: (none)"),
+    (["--model-option", "width=0"], "model 'tiny-cnn': width=0 is out of range"),
     (["--seeds", "a-b"], "expected integers like 0,1,2"),
+    (["--seeds=-1"], "seed -1 is not valid: seeds are integers in [0, 4294967295]"),
+    (["--seeds", "3-1"], "'3-1': the range is empty"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--tracking-uri", "http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 is unreachable"),
+    (["--tracking-uri", "some-folder"], "is a plain folder, which MLflow 3 refuses"),
 ])
-def test_bad_input_exits_2_with_valid_names(args, message, tmp_path, monkeypatch):
+def test_bad_input_exits_2_before_anything_is_created(args, message, tmp_path, monkeypatch, npz_dir):
     monkeypatch.chdir(tmp_path)
-    result = invoke("run", *args)
+    result = invoke("run", *SMOKE, "--data-dir", str(npz_dir), "--cache-dir", str(tmp_path / "cache"), *args)
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert "Traceback" not in result.output
     assert not (tmp_path / "mlruns").exists(), "nothing is created before the input is valid"
+
+
+def test_cuda_on_a_machine_without_it(tmp_path, monkeypatch, npz_dir):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    result = invoke("run", *SMOKE, "--data-dir", str(npz_dir), "--device", "cuda")
+    assert result.exit_code == 2 and "CUDA is not available on this machine" in result.output, result.output
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_profile_larger_than_the_data(tmp_path, monkeypatch, npz_dir):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", "--profile", "cpu", "--model", "tiny-cnn", "--data-dir", str(npz_dir))
+    assert result.exit_code == 2, result.output
+    assert "profile 'cpu' needs 5000 training images; the data" in result.output and "has 500" in result.output
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_cache_dir_that_is_a_file(tmp_path, monkeypatch, npz_dir):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").write_text("not a folder")
+    result = invoke("run", *SMOKE, "--data-dir", str(npz_dir), "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output, result.output
+    assert not (tmp_path / "mlruns").exists()
 
 
 def test_unknown_method_lists_every_valid_method():
     result = invoke("run", "--methods", "nope")
-    assert "Valid methods: " in result.output and "retrain" in result.output and "simple" in result.output
+    assert "Valid methods: " in result.output and "simple" in result.output and "noisy-finetune" in result.output
 
 
 def test_missing_data_is_one_clear_message(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = invoke("run", "--profile", "smoke", "--methods", "simple", "--data-dir", str(tmp_path / "nothing"))
+    result = invoke("run", *SMOKE, "--methods", "simple", "--data-dir", str(tmp_path / "nothing"))
     assert result.exit_code == 1
     assert "does not exist" in result.output and "Traceback" not in result.output
 
 
-def test_plugins_lists_builtins_with_their_distribution():
+def test_plugins_lists_components_with_their_distribution_and_metrics():
     result = invoke("plugins")
     assert result.exit_code == 0
+    assert "plugin contract version 2" in result.output
     for line in ("methods:", "attacks:", "scenarios:", "models:"):
         assert line in result.output
     simple = next(line for line in result.output.splitlines() if line.strip().startswith("simple "))
-    assert "unlearning-harness 0.1.0" in simple and "epochs=5" in simple
+    assert "unlearning-harness 0.2.0" in simple and "epochs=5" in simple
+    mia = next(line for line in result.output.splitlines() if line.strip().startswith("mia "))
+    assert "auc (0.5)" in mia
+    assert "harness-example-plugin 0.1.0" in next(line for line in result.output.splitlines() if "noisy-finetune" in line)
+
+
+class FailingAttack:
+    @hookimpl
+    def register_attacks(self, register):
+        from harness import Metric
+
+        def broken(inputs, params):
+            raise ValueError("cannot attack")
+
+        register("broken-attack", broken, metrics={"x": Metric(target=0.5)})
+
+
+def test_failures_exit_1_and_say_where_to_look(tmp_path, monkeypatch, npz_dir):
+    """An attack that raises on every model is a failure in the exit status and the summary."""
+    host = discover(extra_plugins=[("failing", FailingAttack())])
+    monkeypatch.setattr("harness.plan.default_host", lambda: host)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", *SMOKE, "--data-dir", str(npz_dir), "--cache-dir", str(tmp_path / "c"),
+                    "--methods", "simple", "--param", "simple.epochs=1", "--attacks", "broken-attack")
+    assert result.exit_code == 1, result.output
+    assert "3 failure(s)" in result.output
+    assert "simple seed=0: attack broken-attack failed: ValueError: cannot attack" in result.output
+    assert "details: " in result.output and "attack_errors/broken-attack.txt" in result.output
+
+
+def test_check_passes_for_the_example_plugin_and_fails_for_a_bad_name():
+    result = invoke("check", "noisy-finetune", "confidence-gap", "first-images", "--model", "tiny-cnn")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("PASS") == 6 and "FAIL" not in result.output
+    bad = invoke("check", "nope")
+    assert bad.exit_code == 2 and "nothing registered as nope" in bad.output
 
 
 def test_seed_ranges():
     from harness.cli import _parse_seeds
 
     assert _parse_seeds("0-2,5") == [0, 1, 2, 5]
-
-
-def test_bad_scenario_option_exits_2(tmp_path, monkeypatch):
-    import numpy as np
-
-    from .conftest import synthetic_arrays
-
-    np.savez(tmp_path / "cifar10.npz", **synthetic_arrays(500, 450))
-    monkeypatch.chdir(tmp_path)
-    result = invoke("run", "--profile", "smoke", "--methods", "simple", "--scenario", "class", "--quiet",
-                    "--scenario-option", "target_class=unicorn", "--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
-    assert result.exit_code == 2, result.output
-    assert "scenario 'class': target_class 'unicorn' is not a class index or one of airplane" in result.output
 
 
 def test_ui_serves_the_same_store_on_loopback(monkeypatch, tmp_path):
@@ -78,3 +145,11 @@ def test_ui_serves_the_same_store_on_loopback(monkeypatch, tmp_path):
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlruns' / 'mlflow.db'}"
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5055"
     assert cmd[cmd.index("--default-artifact-root") + 1] == (tmp_path.resolve() / "mlruns" / "artifacts").as_uri()
+
+
+def test_report_without_a_store_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = invoke("report", "--experiment", "x")
+    assert result.exit_code == 1 and "no tracking store at" in result.output
+    assert not (tmp_path / "mlruns").exists()

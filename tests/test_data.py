@@ -1,5 +1,6 @@
 """Loading CIFAR-10 from local copies, and the errors users see when it cannot be loaded."""
 import io
+import os
 import pickle
 
 import numpy as np
@@ -42,19 +43,45 @@ def test_env_variable_and_fingerprint_is_content_hash(tmp_path, monkeypatch):
     assert load_cifar10(other).fingerprint != a.fingerprint
 
 
-def test_torchvision_batches_folder(tmp_path):
-    arrays = synthetic_arrays(50, 10)
-    folder = tmp_path / "cifar-10-batches-py"
+def write_batches(folder, arrays, protocol):
+    """torchvision's cifar-10-batches-py layout (the real files: protocol 2 pickles of a dict)."""
     folder.mkdir()
     for i in range(5):
         x = arrays["x_train"][i * 10:(i + 1) * 10]
-        batch = {b"data": x.transpose(0, 3, 1, 2).reshape(10, -1), b"labels": arrays["y_train"][i * 10:(i + 1) * 10].tolist()}
-        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch))
+        batch = {b"batch_label": b"training batch", b"data": x.transpose(0, 3, 1, 2).reshape(10, -1),
+                 b"labels": arrays["y_train"][i * 10:(i + 1) * 10].tolist(), b"filenames": [b"x.png"] * 10}
+        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch, protocol=protocol))
     batch = {b"data": arrays["x_test"].transpose(0, 3, 1, 2).reshape(10, -1), b"labels": arrays["y_test"].tolist()}
-    (folder / "test_batch").write_bytes(pickle.dumps(batch))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_torchvision_batches_folder(tmp_path, protocol):
+    arrays = synthetic_arrays(50, 10)
+    write_batches(tmp_path / "cifar-10-batches-py", arrays, protocol)
     d = load_cifar10(tmp_path)
     assert d.n_train == 50
     assert torch.equal(d.images[:50], torch.from_numpy(arrays["x_train"]).permute(0, 3, 1, 2))
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_batch_is_refused_without_running_it(tmp_path):
+    """A pickle that would run a command is refused by name; the command never runs."""
+    arrays = synthetic_arrays(50, 10)
+    write_batches(tmp_path / "cifar-10-batches-py", arrays, 2)
+    marker = tmp_path / "pwned"
+    payload = {b"data": Exploit(marker), b"labels": [0] * 10}
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_3: refused to load: it references posix.system"):
+        load_cifar10(tmp_path)
+    assert not marker.exists()
 
 
 def test_jpeg_archive(tmp_path):

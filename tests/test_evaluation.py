@@ -4,22 +4,31 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from harness.evaluation import AttackInput, Outputs, utility_metrics
+from scipy.stats import norm
+
+from harness import Metric
+from harness.evaluation import AttackInput, Outputs, run_attack, utility_metrics
 from harness.host import default_host
-from harness.stats import bootstrap_auc_ci, roc_auc
+from harness.registry import Attack
+from harness.stats import _auc, bootstrap_auc_ci, roc_auc
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_roc_auc_matches_sklearn(seed):
+def test_vectorised_auc_matches_sklearn(seed):
+    """The rank statistic the bootstrap resamples, checked against scikit-learn (ties included)."""
     rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, 300)
+    y = rng.integers(0, 2, 300).astype(bool)
     scores = rng.normal(size=300) + y * 0.5
     scores[:50] = np.round(scores[:50])  # ties
-    assert roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert _auc(scores[y], scores[~y]) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    batch = np.stack([scores, scores[::-1]])
+    assert _auc(batch[:, y], batch[:, ~y]).tolist() == pytest.approx(
+        [roc_auc_score(y, scores), roc_auc_score(y, scores[::-1])], abs=1e-12)
 
 
 def test_bootstrap_ci_brackets_auc_and_shrinks_with_n():
     rng = np.random.default_rng(0)
+
     def ci(n):
         y = np.r_[np.ones(n), np.zeros(n)]
         s = rng.normal(size=2 * n) + y * 0.3
@@ -28,6 +37,19 @@ def test_bootstrap_ci_brackets_auc_and_shrinks_with_n():
     assert lo < auc < hi
     _, (lo2, hi2) = ci(2000)
     assert hi2 - lo2 < hi - lo
+
+
+def test_bootstrap_ci_covers_the_true_auc():
+    """Two normals a distance d apart have AUC Phi(d / sqrt 2); a 95% CI must contain it about 95% of the time."""
+    rng = np.random.default_rng(1)
+    truth = norm.cdf(0.5 / np.sqrt(2))
+    hits = 0
+    for rep in range(100):
+        y = np.r_[np.ones(60), np.zeros(90)]
+        s = rng.normal(size=150) + 0.5 * y
+        lo, hi = bootstrap_auc_ci(y, s, n_boot=300, seed=rep)
+        hits += lo <= truth <= hi
+    assert hits >= 88, hits
 
 
 def outputs(logits_by_split, labels_by_split):
@@ -57,20 +79,31 @@ def mia_on(forget_losses, test_losses):
     out = outputs({"forget": logits(forget_losses), "test": logits(test_losses),
                    "retain": [[1.0, 0.0]], "validation": [[1.0, 0.0]]},
                   {"forget": [0] * len(forget_losses), "test": [0] * len(test_losses), "retain": [0], "validation": [0]})
-    return default_host().attacks.get("mia").fn(AttackInput(out, seed=0))
+    mia = default_host().attacks.get("mia")
+    return {k.split("/", 1)[1]: v for k, v in run_attack(mia, mia.resolve(), AttackInput(out, seed=0)).items()}
 
 
 def test_mia_detects_members_and_is_chance_on_identical_distributions():
     rng = np.random.default_rng(0)
     separable = mia_on(rng.uniform(0.01, 0.1, 400), rng.uniform(1.0, 3.0, 800))
-    assert separable["mia_auc"] > 0.99 and separable["mia_signed_auc"] > 0.99
+    assert separable["auc"] > 0.99 and separable["signed_auc"] > 0.99
     same = mia_on(rng.uniform(0.1, 2.0, 400), rng.uniform(0.1, 2.0, 800))
-    assert abs(same["mia_auc"] - 0.5) < 0.1
-    assert same["mia_signed_auc_low"] < 0.5 < same["mia_signed_auc_high"]
+    assert abs(same["auc"] - 0.5) < 0.1
+    assert same["signed_auc_low"] < 0.5 < same["signed_auc_high"]
 
 
 def test_mia_signed_auc_shows_over_forgetting():
     """Forget losses *higher* than test: the CV AUC stays above 0.5, the signed AUC goes below."""
     rng = np.random.default_rng(1)
     over = mia_on(rng.uniform(2.0, 4.0, 400), rng.uniform(0.1, 2.0, 800))
-    assert over["mia_auc"] > 0.9 and over["mia_signed_auc"] < 0.1
+    assert over["auc"] > 0.9 and over["signed_auc"] < 0.1
+
+
+def test_run_attack_namespaces_and_refuses_undeclared_metrics():
+    out = outputs({"forget": [[1.0, 0.0]], "test": [[0.0, 1.0]], "retain": [[1.0, 0.0]], "validation": [[1.0, 0.0]]},
+                  {"forget": [0], "test": [0], "retain": [0], "validation": [0]})
+    attack = Attack("a", lambda inputs, params: {"acc_forget": 0.25}, metrics={"acc_forget": Metric()})
+    assert run_attack(attack, {}, AttackInput(out)) == {"a/acc_forget": 0.25}
+    sneaky = Attack("b", lambda inputs, params: {"auc": 0.5, "extra": 1.0}, metrics={"auc": Metric(target=0.5)})
+    with pytest.raises(ValueError, match="undeclared metric\\(s\\) extra; declared: auc"):
+        run_attack(sneaky, {}, AttackInput(out))

@@ -3,7 +3,7 @@ import types
 
 import pytest
 
-from harness import Int, hookimpl
+from harness import Int, Metric, hookimpl
 from harness.host import Host, discover
 from harness.registry import DuplicateComponent, UnknownComponent
 
@@ -22,9 +22,11 @@ def good(register):
 
 def test_builtins_are_loaded_through_entry_points():
     host = discover()
-    assert {"retrain", "simple"} <= set(host.methods.names())
+    assert {"simple", "rotate"} <= set(host.methods.names())
     assert "mia" in host.attacks and "random" in host.scenarios and "resnet18" in host.models
-    assert all(c.source.startswith("unlearning-harness ") for c in host.methods)
+    builtins = [c for c in host.methods if c.name != "noisy-finetune"]  # that one is the example plugin's
+    assert builtins and all(c.source.startswith("unlearning-harness 0.2.0 (") for c in builtins)
+    assert host.methods.get("noisy-finetune").source == "harness-example-plugin 0.1.0 (example)"
 
 
 def test_in_process_plugin_is_registered():
@@ -79,15 +81,57 @@ def test_unknown_name_lists_valid_names_and_suggests():
     with pytest.raises(UnknownComponent) as err:
         host.methods.get("simpel")
     message = str(err.value)
-    assert "Did you mean 'simple'?" in message and "retrain" in message
+    assert "Did you mean 'simple'?" in message and "rotate" in message
+
+
+def test_unknown_name_names_plugins_that_failed_to_load(monkeypatch):
+    """`--methods its-method` of a plugin that did not load says why, not just 'unknown method'."""
+    class EP:
+        name, dist = "its-plugin", None
+
+        def load(self):
+            raise ImportError("No module named 'its_dependency'")
+
+    refused = plugin_module("refused", register_methods=lambda register: register(
+        "bad-default", lambda *a: None, space={"epochs": Int(1, 3, default=9)}))
+    monkeypatch.setattr("harness.host.entry_points", lambda group: [EP()])
+    host = Host().load_entry_points()
+    host.add_plugin(refused, name="refused")
+    with pytest.raises(UnknownComponent) as err:
+        host.methods.get("its-method")
+    message = str(err.value)
+    assert "its-plugin (unknown distribution (its-plugin)): import failed: ImportError: No module named 'its_dependency'" in message
+    assert "refused (refused): ValueError: defaults do not validate: method 'bad-default': epochs=9 is out of range" in message
 
 
 @pytest.mark.parametrize("bad_call, error", [
     (lambda register: register("bad name!", lambda *a: None), "invalid method name"),
     (lambda register: register("x", "not callable"), "is not callable"),
     (lambda register: register("x", lambda *a: None, space={"epochs": 3}), "must be Int, Float or Choice"),
+    (lambda register: register("x", lambda *a: None, metrics={"auc": 1}), "unexpected keyword argument 'metrics'"),
 ])
 def test_invalid_registrations_are_refused(bad_call, error):
     host = Host()
     info = host.add_plugin(plugin_module("p", register_methods=bad_call), name="p")
     assert not info.ok and error in info.error
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({}, "declares no metrics"),
+    ({"metrics": {"auc": 0.5}}, "must be a harness.Metric"),
+    ({"metrics": {"bad name!": Metric(target=0.5)}}, "invalid metric name"),
+    ({"metrics": {"auc": Metric(target=0.5)}, "prepare": "not callable"}, "prepare must be callable"),
+    ({"metrics": {"auc": Metric(target=0.5)}, "space": {"k": Int(1, 2, default=5)}}, "defaults do not validate"),
+])
+def test_attack_registrations_declare_metrics(kwargs, error):
+    host = Host()
+    info = host.add_plugin(plugin_module("p", register_attacks=lambda register: register(
+        "a", lambda inputs, params: {}, **kwargs)), name="p")
+    assert not info.ok and error in info.error
+
+
+def test_metric_declares_a_target_or_a_direction():
+    with pytest.raises(ValueError, match="not both"):
+        Metric(target=0.5, higher_is_better=True)
+    assert Metric(target=0.5).distance(0.4) == pytest.approx(0.1)
+    assert Metric(higher_is_better=True).distance(0.9) < Metric(higher_is_better=True).distance(0.1)

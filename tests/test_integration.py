@@ -1,5 +1,6 @@
-"""The real thing, small: `unlearn run --profile smoke` on a slice of the real CIFAR-10 copy, logged to a
-temporary MLflow store; and a third-party plugin package installed and discovered through its entry point."""
+"""The real thing, small: `unlearn` as a subprocess on a slice of the real CIFAR-10 copy (the smoke
+profile), logged to a temporary MLflow store; and a third-party plugin package installed with pip and
+discovered through its entry point."""
 import os
 import subprocess
 import sys
@@ -7,76 +8,97 @@ from pathlib import Path
 
 import pytest
 
+from harness.host import default_host
+
 from .conftest import REPO
 
 pytestmark = pytest.mark.integration
 UNLEARN = [sys.executable, "-m", "harness.cli"]
 
 
-def env_for(tmp: Path, data_dir: Path, **extra) -> dict:
+def env_for(tmp: Path, data_dir: Path, pythonpath: str | None = None) -> dict:
+    """The test process's environment (PYTHONPATH carries the example plugin unless replaced)."""
     env = {**os.environ, "HARNESS_DATA_DIR": str(data_dir), "HARNESS_CACHE_DIR": str(tmp / "cache"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}", **extra}
-    if "PYTHONPATH" not in extra:
-        env.pop("PYTHONPATH", None)
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     return env
 
 
-def test_smoke_run_logs_parent_and_child_runs(tmp_path, data_dir):
-    env = env_for(tmp_path, data_dir)
-    proc = subprocess.run([*UNLEARN, "run", "--profile", "smoke", "--seeds", "0", "--quiet"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "retrain" in proc.stdout and "MIA AUC" in proc.stdout  # the terminal table
+def unlearn(*args, env, cwd, timeout=600):
+    return subprocess.run([*UNLEARN, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
+
+def mlflow_runs(env, experiment):
     import mlflow
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["unlearning-random"], output_format="pandas")
+    return mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
+
+
+def test_every_method_through_the_cli_into_mlflow_and_a_report(tmp_path, data_dir):
+    """Every registered method on real images (the tiny CNN: ResNet18's layers are not the point here)."""
+    env = env_for(tmp_path, data_dir)
+    proc = unlearn("run", "--profile", "smoke", "--model", "tiny-cnn", "--seeds", "0", "--quiet", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "retrain" in proc.stdout and "MIA AUC" in proc.stdout and "conf. gap" in proc.stdout  # the terminal table
+
+    runs = mlflow_runs(env, "unlearning-random")
     parents = runs[runs["tags.run_kind"] == "parent"]
     assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
     children = runs[runs["tags.mlflow.parentRunId"] == parents.iloc[0]["run_id"]]
-    from harness.host import default_host
-
-    expected = {"original", *default_host().methods.names()}
-    assert set(children["tags.method"]) == expected
-    assert (children["status"] == "FINISHED").all()
-    for col in ("metrics.acc_forget", "metrics.acc_validation", "metrics.forget_val_ratio", "metrics.mia_auc"):
+    assert set(children["tags.method"]) == {"original", "retrain", *default_host().methods.names()}
+    assert (children["status"] == "FINISHED").all() and children["tags.cell_hash"].nunique() == len(children)
+    for col in ("metrics.acc_forget", "metrics.acc_validation", "metrics.forget_val_ratio", "metrics.mia/auc",
+                "metrics.confidence-gap/gap"):
         assert children[col].notna().all(), col
-    methods = children[children["tags.method"] != "original"]
-    assert methods["metrics.pct_retrain_time"].notna().all()
+    methods = children[~children["tags.method"].isin(["original", "retrain"])]
+    assert methods["metrics.pct_retrain_time"].notna().all() and methods["metrics.retrain_seconds"].gt(0).all()
     assert methods["params.split_hash"].nunique() == 1 and methods["params.profile"].eq("smoke").all()
+    import mlflow
+
     simple_id = children[children["tags.method"] == "simple"].iloc[0]["run_id"]
     history = mlflow.MlflowClient().get_metric_history(simple_id, "epoch_acc_forget")
     assert [m.step for m in history] == list(range(1, 6))  # simple's 5 epochs, step = epoch
 
     report = tmp_path / "results.md"
-    proc = subprocess.run([*UNLEARN, "report", "--experiment", "unlearning-random", "--output", str(report)],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = unlearn("report", "--experiment", "unlearning-random", "--output", str(report), env=env, cwd=tmp_path,
+                   timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = report.read_text()
-    assert "unlearn run --profile smoke --seeds 0 --quiet" in text and "| simple | 1 |" in text
+    assert "unlearn run --profile smoke --model tiny-cnn --seeds 0 --quiet" in text and "| simple | 1 |" in text
+    assert "conf. gap" in text and "`confidence-gap/gap`" in text  # a third-party metric, from its declaration
 
 
-def test_third_party_plugin_is_discovered_and_runs(tmp_path, data_dir):
+def test_resnet18_default_model_end_to_end(tmp_path, data_dir):
+    env = env_for(tmp_path, data_dir)
+    proc = unlearn("run", "--profile", "smoke", "--methods", "simple", "--param", "simple.epochs=1", "--attacks", "mia",
+                   "--quiet", "--no-log-models", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = mlflow_runs(env, "unlearning-random")
+    assert set(runs["tags.model"]) == {"resnet18"} and (runs["status"] == "FINISHED").all()
+
+
+def test_third_party_plugin_is_installed_discovered_and_runs(tmp_path, data_dir):
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(site), str(REPO / "tests" / "fixtures" / "harness-example-plugin")],
                    check=True, capture_output=True, timeout=300)
-    env = env_for(tmp_path, data_dir, PYTHONPATH=str(site))
-    listing = subprocess.run([*UNLEARN, "plugins"], env=env, capture_output=True, text=True, timeout=120)
+    env = env_for(tmp_path, data_dir, pythonpath=str(site))  # the real installed package, nothing else
+    listing = unlearn("plugins", env=env, cwd=tmp_path, timeout=120)
     assert listing.returncode == 0, listing.stderr
     line = next(line for line in listing.stdout.splitlines() if line.strip().startswith("noisy-finetune"))
     assert "harness-example-plugin 0.1.0" in line
-    assert "confidence-gap" in listing.stdout
+    assert "confidence-gap" in listing.stdout and "tiny-cnn" in listing.stdout
 
-    proc = subprocess.run([*UNLEARN, "run", "--profile", "smoke", "--methods", "noisy-finetune", "--quiet",
-                           "--param", "noisy-finetune.epochs=1"], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    check = unlearn("check", "noisy-finetune", "--model", "tiny-cnn", env=env, cwd=tmp_path, timeout=300)
+    assert check.returncode == 0 and check.stdout.count("PASS method noisy-finetune") == 4, check.stdout
+
+    proc = unlearn("run", "--profile", "smoke", "--model", "tiny-cnn", "--methods", "noisy-finetune", "--quiet",
+                   "--param", "noisy-finetune.epochs=1", "--attack-option", "confidence-gap.against=validation",
+                   env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import mlflow
-
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=["unlearning-random"], output_format="pandas")
+    runs = mlflow_runs(env, "unlearning-random")
     mine = runs[runs["tags.method"] == "noisy-finetune"]
     assert len(mine) == 1 and mine.iloc[0]["status"] == "FINISHED"
-    assert "metrics.confidence_gap" in runs.columns and mine["metrics.confidence_gap"].notna().all()
+    assert mine["metrics.confidence-gap/gap"].notna().all()

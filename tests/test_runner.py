@@ -1,20 +1,27 @@
-"""The runner end to end on synthetic CIFAR-shaped data with the in-memory tracker (no MLflow store)."""
-import numpy as np
+"""The runner end to end on synthetic CIFAR-shaped data, the tiny CNN and the in-memory tracker: logging,
+caching, failure isolation, interruption and resume."""
+import sys
+
 import pytest
+import torch
 
-from harness import Int, hookimpl
+from harness import Int, Metric, hookimpl
+from harness.cache import ModelCache
 from harness.host import discover
-from harness.runner import RunConfig, UsageError, plan, run
+from harness.plan import RunConfig
+from harness.runner import run
 from harness.tracking import FAILED, FINISHED, KILLED, MemoryTracker
-
-from .conftest import synthetic_arrays
 
 STATE = {"interrupt": False}
 
 
 class TestPlugin:
+    """Methods and attacks that misbehave the ways third-party code was seen to."""
+
     @hookimpl
     def register_methods(self, register):
+        space = {"epochs": Int(1, 2, default=1)}
+
         def broken(model, data, params, ctx):
             raise RuntimeError("this method is broken")
 
@@ -26,9 +33,32 @@ class TestPlugin:
         def not_a_model(model, data, params, ctx):
             return {"weights": 1}
 
-        register("broken", broken, space={"epochs": Int(1, 2, default=1)})
-        register("interruptible", interruptible, space={"epochs": Int(1, 2, default=1)})
-        register("not-a-model", not_a_model, space={"epochs": Int(1, 2, default=1)})
+        def zero_images(model, data, params, ctx):
+            data.dataset.images.zero_()  # writes into the shared tensor
+            return ctx.fit(model, data.retain, epochs=1, lr=0.01)
+
+        def exits(model, data, params, ctx):
+            sys.exit(0)
+
+        def nan_weights(model, data, params, ctx):
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+            return model.eval()
+
+        for name, fn in [("broken", broken), ("interruptible", interruptible), ("not-a-model", not_a_model),
+                         ("zero-images", zero_images), ("exits", exits), ("nan-weights", nan_weights)]:
+            register(name, fn, space=space)
+
+    @hookimpl
+    def register_attacks(self, register):
+        def always_fails(inputs, params):
+            raise ValueError("this attack is broken")
+
+        def shadows(inputs, params):
+            return {"acc_forget": -1.0}
+
+        register("always-fails", always_fails, metrics={"score": Metric(target=0.5)})
+        register("shadows", shadows, metrics={"acc_forget": Metric(label="shadow")})
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +66,18 @@ def host():
     return discover(extra_plugins=[("test-plugin", TestPlugin())])
 
 
-@pytest.fixture(scope="module")
-def npz_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data")
-    np.savez(path / "cifar10.npz", **synthetic_arrays(500, 450))
-    return path
-
-
 def config(npz_dir, cache, **kw):
-    base = dict(methods=["simple"], profile="smoke", data_dir=str(npz_dir), cache_dir=str(cache),
-                show_progress=False, method_params={"simple": {"epochs": 2}})
+    base = dict(methods=["simple"], profile="smoke", model="tiny-cnn", data_dir=str(npz_dir), cache_dir=str(cache),
+                show_progress=False, method_params={"simple": {"epochs": 2}}, attacks=["mia"])
     return RunConfig(**{**base, **kw})
 
 
 def children(tracker):
     return [r for r in tracker.runs if "mlflow.parentRunId" in r.tags]
+
+
+def child(tracker, name):
+    return next(r for r in children(tracker) if r.name == name)
 
 
 def test_run_logs_parent_children_params_curves_and_metrics(npz_dir, tmp_path, host):
@@ -59,47 +86,95 @@ def test_run_logs_parent_children_params_curves_and_metrics(npz_dir, tmp_path, h
     parent = tracker.runs[0]
     assert parent.status == FINISHED and parent.tags["run_kind"] == "parent"
     assert {"results.json", "summary.csv", "config.json", "summary.png"} <= set(parent.artifacts)
+    assert parent.artifacts["config.json"]["metrics"]["mia"]["auc"]["target"] == 0.5  # declarations travel with the run
     names = sorted(r.name for r in children(tracker))
     assert names == sorted(f"{m} seed={s}" for m in ("original", "retrain", "simple") for s in (0, 1))
-    simple = next(r for r in children(tracker) if r.name == "simple seed=0")
-    assert simple.status == FINISHED
+    simple = child(tracker, "simple seed=0")
+    assert simple.status == FINISHED and len(simple.tags["cell_hash"]) == 16
     assert simple.params["epochs"] == "2" and simple.params["split_hash"] == result.split_hashes[0]
     assert simple.tags["method"] == "simple" and simple.tags["seed"] == "0" and "harness_version" in simple.tags
     assert [step for step, _ in simple.metrics["epoch_acc_forget"]] == [1, 2]  # per-epoch curve, step = epoch
-    for key in ("acc_retain", "acc_forget", "acc_validation", "acc_test", "forget_val_ratio", "mia_auc",
-                "mia_signed_auc", "unlearn_seconds", "pct_retrain_time", "gap_acc_forget"):
+    for key in ("acc_retain", "acc_forget", "acc_validation", "acc_test", "forget_val_ratio", "mia/auc",
+                "mia/signed_auc", "unlearn_seconds", "retrain_seconds", "pct_retrain_time", "gap_acc_forget"):
         assert key in simple.metrics, key
-    original = next(r for r in children(tracker) if r.name == "original seed=0")
+    original = child(tracker, "original seed=0")
     assert any(k.startswith("model/") for k in original.artifacts) and original.metrics["train_loss"]
+    retrain = child(tracker, "retrain seed=0")
+    assert retrain.last("pct_retrain_time") == 100.0 and retrain.last("retrain_seconds_recorded") > 0
     summary = result.summary()
     assert list(summary.index) == ["original", "retrain", "simple"] and (summary["seeds"] == 2).all()
 
 
-def test_models_are_cached_and_repeatable(npz_dir, tmp_path, host):
+def test_models_are_cached_and_results_repeatable(npz_dir, tmp_path, host):
     first, second = MemoryTracker(), MemoryTracker()
     a = run(config(npz_dir, tmp_path), host, first)
     b = run(config(npz_dir, tmp_path), host, second)
-    assert children(first)[0].tags["cached"] == "False" and children(second)[0].tags["cached"] == "True"
+    assert child(first, "original seed=0").tags["cached"] == "False"
+    assert child(second, "original seed=0").tags["cached"] == "True"
     fresh = run(config(npz_dir, tmp_path / "other-cache"), host, MemoryTracker())
-    for other in (b, fresh):  # same seed: same split and, on CPU, the same metrics
+    for other in (b, fresh):  # same seed: same split and, on the CPU, the same metrics
         for row_a, row_b in zip(a.rows, other.rows):
-            assert row_a["acc_forget"] == row_b["acc_forget"] and row_a["mia_auc"] == row_b["mia_auc"]
+            assert row_a["acc_forget"] == row_b["acc_forget"] and row_a["mia/auc"] == row_b["mia/auc"]
 
 
-def test_failing_method_is_isolated(npz_dir, tmp_path, host):
+def test_retrain_time_is_measured_now_not_recalled(npz_dir, tmp_path, host):
+    """A cached retrain that claims it took 1000x longer does not make a method look 1000x cheaper."""
+    honest = run(config(npz_dir, tmp_path), host, MemoryTracker())
+    cache = ModelCache(tmp_path / "models")
+    for path in cache.root.glob("*.pt"):
+        blob = torch.load(path, weights_only=True)
+        blob["meta"]["train_seconds"] *= 1000
+        torch.save(blob, path)
     tracker = MemoryTracker()
-    result = run(config(npz_dir, tmp_path, methods=["broken", "not-a-model", "simple"]), host, tracker)
+    tampered = run(config(npz_dir, tmp_path), host, tracker)
+    row = {r["method"]: r for r in tampered.rows}
+    base = {r["method"]: r for r in honest.rows}
+    assert row["retrain"]["retrain_seconds_recorded"] == pytest.approx(1000 * base["retrain"]["retrain_seconds_recorded"])
+    assert row["simple"]["retrain_seconds"] < 20 * base["simple"]["retrain_seconds"]  # timed now, not read back
+    assert row["simple"]["pct_retrain_time"] == pytest.approx(
+        100 * row["simple"]["unlearn_seconds"] / row["simple"]["retrain_seconds"])
+
+
+def test_failing_methods_are_isolated_with_their_reason(npz_dir, tmp_path, host):
+    tracker = MemoryTracker()
+    methods = ["broken", "not-a-model", "exits", "nan-weights", "simple"]
+    result = run(config(npz_dir, tmp_path, methods=methods), host, tracker)
     status = {r.name: r.status for r in children(tracker)}
-    assert status["broken seed=0"] == FAILED and status["not-a-model seed=0"] == FAILED
-    assert status["simple seed=0"] == FINISHED
-    broken = next(r for r in children(tracker) if r.name == "broken seed=0")
-    assert "this method is broken" in broken.artifacts["traceback.txt"]
+    assert [status[f"{m} seed=0"] for m in methods] == [FAILED] * 4 + [FINISHED]
+    errors = {f["method"]: f["error"] for f in result.failures}
+    assert "this method is broken" in errors["broken"]
+    assert "expected a torch.nn.Module" in errors["not-a-model"]
+    assert "called sys.exit(0)" in errors["exits"]
+    assert "non-finite weights" in errors["nan-weights"]
+    assert all(f["run_id"] and "traceback.txt" in f["where"] for f in result.failures)
+    assert "this method is broken" in child(tracker, "broken seed=0").artifacts["traceback.txt"]
     assert tracker.runs[0].status == FAILED
-    assert {f["method"] for f in result.failures} == {"broken", "not-a-model"}
-    assert "expected a torch.nn.Module" in next(f["error"] for f in result.failures if f["method"] == "not-a-model")
 
 
-def test_interrupt_marks_killed_and_resume_skips_finished(npz_dir, tmp_path, host):
+def test_a_method_that_zeroes_the_shared_images_fails_and_spoils_nothing(npz_dir, tmp_path, host):
+    clean = run(config(npz_dir, tmp_path), host, MemoryTracker())
+    tracker = MemoryTracker()
+    spoiled = run(config(npz_dir, tmp_path, methods=["zero-images", "simple"]), host, tracker)
+    assert child(tracker, "zero-images seed=0").status == FAILED
+    assert "modified the shared images" in spoiled.failures[0]["error"]
+    after = next(r for r in spoiled.rows if r["method"] == "simple")
+    before = next(r for r in clean.rows if r["method"] == "simple")
+    assert after["acc_forget"] == before["acc_forget"] and after["loss_retain"] == before["loss_retain"]
+
+
+def test_attack_failures_are_failures_and_attack_metrics_are_namespaced(npz_dir, tmp_path, host):
+    tracker = MemoryTracker()
+    result = run(config(npz_dir, tmp_path, attacks=["mia", "always-fails", "shadows"]), host, tracker)
+    failing = [f for f in result.failures if "always-fails" in f["error"]]
+    assert len(failing) == 3 and "this attack is broken" in failing[0]["error"]  # original, retrain, simple
+    assert tracker.runs[0].status == FAILED
+    simple = child(tracker, "simple seed=0")
+    assert simple.status == FINISHED and "attack_errors/always-fails.txt" in simple.artifacts
+    assert simple.last("shadows/acc_forget") == -1.0 and simple.last("acc_forget") >= 0  # no overwrite
+    assert "shadows/acc_forget" in result.summary().columns
+
+
+def test_interrupt_marks_killed_and_resume_skips_finished_cells(npz_dir, tmp_path, host):
     tracker = MemoryTracker()
     cfg = config(npz_dir, tmp_path, methods=["simple", "interruptible"], seeds=[0, 1])
     STATE["interrupt"] = True
@@ -109,33 +184,40 @@ def test_interrupt_marks_killed_and_resume_skips_finished(npz_dir, tmp_path, hos
     finally:
         STATE["interrupt"] = False
     assert tracker.runs[0].status == KILLED
-    killed = [r for r in children(tracker) if r.status == KILLED]
-    assert [r.name for r in killed] == ["interruptible seed=0"]
+    assert [r.name for r in children(tracker) if r.status == KILLED] == ["interruptible seed=0"]
     finished_before = {r.name for r in children(tracker) if r.status == FINISHED}
     assert finished_before == {"original seed=0", "retrain seed=0", "simple seed=0"}
 
     cfg.resume = True
     result = run(cfg, host, tracker)
-    assert tracker.runs[0].status == FINISHED and len([r for r in tracker.runs if r.tags.get("run_kind") == "parent"]) == 1
+    parents = [r for r in tracker.runs if r.tags.get("run_kind") == "parent"]
+    assert len(parents) == 1 and parents[0].status == FINISHED
     rerun = [r.name for r in children(tracker)][len(finished_before) + 1:]
     assert "simple seed=0" not in rerun and "interruptible seed=0" in rerun and "simple seed=1" in rerun
     assert len(result.rows) == 8  # 4 per seed, the reused ones included
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(methods=["simpel"]), "unknown method 'simpel'. Did you mean 'simple'?"),
-    (dict(scenario="nope"), "Valid scenarios: class, random"),
-    (dict(profile="huge"), "Valid profiles: cpu, paper, smoke"),
-    (dict(model="vgg"), "Valid models: resnet18"),
-    (dict(attacks=["lira"]), "Valid attacks: mia"),
-    (dict(method_params={"simple": {"epochs": 0}}), r"simple.*epochs=0 is out of range"),
-    (dict(method_params={"rotate-x": {"epochs": 1}}), "not in this run: rotate-x"),
-])
-def test_bad_input_is_refused_before_any_work(kw, message, host, tmp_path):
-    with pytest.raises(UsageError, match=message):
-        plan(config("/nonexistent", tmp_path, **kw), host)
+def test_resume_against_a_real_mlflow_sqlite_store(npz_dir, tmp_path, host):
+    """The same interruption and resume, through MLflow: one parent, each cell FINISHED once, results
+    rewritten (not appended) and the report's rows read back from the store."""
+    from harness.tracking import MlflowStore, MlflowTracker
 
-
-def test_retrain_is_always_the_first_method(host, tmp_path):
-    p = plan(config("/x", tmp_path, methods=["simple", "retrain"]), host)
-    assert [m.name for m in p.methods] == ["retrain", "simple"]
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    cfg = config(npz_dir, tmp_path, methods=["simple", "interruptible"], tracking_uri=uri)
+    STATE["interrupt"] = True
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, host, MlflowTracker(uri, "resume-test"))
+    finally:
+        STATE["interrupt"] = False
+    cfg.resume = True
+    result = run(cfg, host, MlflowTracker(uri, "resume-test"))
+    store = MlflowStore(uri)
+    parent_id = store.latest_parent("resume-test")
+    assert parent_id == result.parent_run_id and store.parent(parent_id)["status"] == FINISHED
+    rows = store.rows(parent_id)
+    finished = sorted(r["method"] for r in rows if r["status"] == FINISHED)
+    assert finished == ["interruptible", "original", "retrain", "simple"]  # each once
+    assert [r["method"] for r in rows if r["status"] == KILLED] == ["interruptible"]
+    table = store.load_json(parent_id, "results.json")
+    assert len(table["data"]) == 4 and "mia/auc" in table["columns"]

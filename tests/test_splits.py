@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from harness.host import default_host
-from harness.profiles import PROFILES, Profile, Recipe
+from harness.profiles import Profile, Recipe
 from harness.registry import Scenario
 from harness.splits import SplitError, make_split, stratified_sample
 
@@ -47,8 +47,18 @@ def test_class_scenario_forgets_one_whole_class():
     assert (DATA.labels[s.forget] == 3).all()
     assert len(s.forget) == int((train_labels == 3).sum())
     assert s.info == {"forgotten_class": 3, "forgotten_class_name": "cat"}
-    with pytest.raises(ValueError, match="not a class index or one of airplane"):
+    by_index = make_split(DATA, PROFILE, scenario("class"), seed=0, options={"target_class": "3"})
+    assert torch.equal(by_index.forget, s.forget)
+    drawn = make_split(DATA, PROFILE, scenario("class"), seed=0)
+    assert drawn.options == {"target_class": "auto"} and 0 <= drawn.info["forgotten_class"] < 10
+    with pytest.raises(SplitError, match="target_class='unicorn' is out of range: expected one of 'auto', 'airplane'"):
         make_split(DATA, PROFILE, scenario("class"), seed=0, options={"target_class": "unicorn"})
+
+
+def test_a_profile_larger_than_the_data_is_named():
+    big = Profile(name="big", description="", recipe=Recipe(epochs=1), train_size=5000, heldout_size=150)
+    with pytest.raises(SplitError, match=r"profile 'big' needs 5000 training images; the data \(synthetic-0\) has 400"):
+        make_split(DATA, big, scenario("random"), seed=0)
 
 
 @pytest.mark.parametrize("positions, message", [
@@ -63,6 +73,3 @@ def test_bad_scenario_output_is_refused(positions, message):
         make_split(DATA, PROFILE, bad, seed=0)
 
 
-def test_profiles_paper_sizes():
-    paper = PROFILES["paper"]
-    assert paper.train_size is None and paper.forget_fraction == 0.1 and paper.validation_fraction == 0.2

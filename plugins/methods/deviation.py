@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from harness import Choice, Float, Int, hookimpl
+from harness import Choice, Float, Int, hookimpl, sgd_options, sgd_space
 
 
 def select_convs(model: nn.Module, layers: str) -> list[nn.Conv2d]:
@@ -48,9 +48,8 @@ def deviation(model, data, params, ctx):
         if epoch == epochs:
             perturb(convs, params["final_sigma"])
 
-    return ctx.fit(model, data.retain, epochs=epochs, lr=params["lr"], batch_size=params["batch_size"],
-                   momentum=params["momentum"], weight_decay=params["weight_decay"], schedule="cosine",
-                   before_epoch=before_epoch)
+    return ctx.fit(model, data.retain, epochs=epochs, lr=params["lr"], schedule="cosine",
+                   before_epoch=before_epoch, **sgd_options(params))
 
 
 @hookimpl
@@ -63,7 +62,5 @@ def register_methods(register):
                          help="conv1: the stem conv only (competition code); all: every Conv2d (write-up)"),
         "final_sigma": Float(0.0, 0.05, default=0.005, tune=False,
                              help="std of the noise added before the last epoch (0 disables it)"),
-        "batch_size": Int(16, 512, default=128, tune=False, help="source: 64"),
-        "momentum": Float(0.0, 0.99, default=0.9, tune=False),
-        "weight_decay": Float(0.0, 1e-2, default=5e-4, tune=False),
+        **sgd_space(batch_size=128, batch_help="source: 64"),
     })

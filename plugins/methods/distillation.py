@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import Float, Int, hookimpl
+from harness import Float, Int, hookimpl, sgd_options, sgd_space
 
 
 def first_conv_and_last_linear(model: nn.Module) -> tuple[nn.Conv2d, nn.Linear]:
@@ -44,10 +44,9 @@ def distillation(model, data, params, ctx):
     the cpu profile). The teacher is `data.original` itself (no copy), and its logits are computed once
     per set rather than per step (identical without augmentation, a third of a step saved).
     Our choices where the source is silent: no augmentation; the cosine schedule is stepped per epoch."""
-    T, batch_size = params["T"], params["batch_size"]
+    T, sgd = params["T"], sgd_options(params)
     teacher = data.original
     reset_first_and_last(model)
-    sgd = {"batch_size": batch_size, "momentum": params["momentum"], "weight_decay": params["weight_decay"]}
 
     # Warm-up on validation: match the teacher's softened outputs only (no labels).
     if params["warmup_epochs"]:
@@ -72,7 +71,5 @@ def register_methods(register):
         "warmup_epochs": Int(0, 10, default=3, help="distillation epochs over the validation set first"),
         "warmup_lr": Float(1e-5, 1e-1, default=9e-4, log=True, tune=False, help="SGD learning rate of the warm-up"),
         "T": Float(1.0, 10.0, default=5.0, help="distillation temperature"),
-        "batch_size": Int(16, 512, default=64, tune=False),
-        "momentum": Float(0.0, 0.99, default=0.9, tune=False),
-        "weight_decay": Float(0.0, 1e-2, default=5e-4, tune=False),
+        **sgd_space(batch_size=64),
     })

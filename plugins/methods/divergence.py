@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness import Float, Int, hookimpl
+from harness import Float, Int, hookimpl, sgd_space
 
 
 def uniform_kl_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -108,6 +108,5 @@ def register_methods(register):
         "kl_lr": Float(1e-4, 1e-1, default=5e-3, log=True, tune=False, help="lr of the KL-to-uniform pass"),
         "forget_batch_size": Int(16, 512, default=64, tune=False),
         "retain_batch_size": Int(16, 1024, default=256, tune=False),
-        "momentum": Float(0.0, 0.99, default=0.9, tune=False),
-        "weight_decay": Float(0.0, 1e-1, default=1e-2, tune=False, help="of the retain rounds (others use 0)"),
+        **sgd_space(batch_size=None, weight_decay=1e-2, weight_decay_high=1e-1),  # weight decay: retain rounds only
     })

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import Choice, Float, Int, hookimpl
+from harness import Choice, Float, Int, hookimpl, sgd_options, sgd_space
 
 
 def gradient_difference(model, ctx, retain: torch.Tensor, forget: torch.Tensor, batch_size: int) -> dict:
@@ -104,9 +104,8 @@ def gradient(model, data, params, ctx):
     epochs = params["epochs"]
     handles = add_gradient_masks(masks, params["mask_scale"])
     try:
-        ctx.fit(model, data.retain, epochs=epochs, lr=params["lr"], batch_size=params["batch_size"],
-                momentum=params["momentum"], weight_decay=params["weight_decay"],
-                schedule=lambda e: triangular_lr(min(e, epochs - 1), epochs))
+        ctx.fit(model, data.retain, epochs=epochs, lr=params["lr"],
+                schedule=lambda e: triangular_lr(min(e, epochs - 1), epochs), **sgd_options(params))
     finally:
         for handle in handles:
             handle.remove()
@@ -122,7 +121,5 @@ def register_methods(register):
         "mask_scale": Float(0.0, 1.0, default=0.1, help="gradient multiplier of the weights not re-initialised"),
         "ranking": Choice(["per-layer", "global"], default="per-layer", tune=False,
                           help="rank |g| within each conv (public port) or over all convs (write-up)"),
-        "batch_size": Int(16, 512, default=128, tune=False, help="also of the gradient pass; source: 64"),
-        "momentum": Float(0.0, 0.99, default=0.9, tune=False),
-        "weight_decay": Float(0.0, 1e-2, default=5e-4, tune=False),
+        **sgd_space(batch_size=128, batch_help="also of the gradient pass; source: 64"),
     })

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import Float, Int, hookimpl
+from harness import Float, hookimpl, sgd_space
 
 
 
@@ -99,7 +99,5 @@ def register_methods(register):
                         help="fine-tuning length in retain epochs: int(epochs * batches per epoch) steps"),
         "lr": Float(1e-5, 1e-1, default=5e-4, log=True, help="SGD learning rate of the fine-tuning (constant)"),
         "amount": Float(0.5, 0.999, default=0.99, help="fraction of conv/linear weights pruned and re-initialised"),
-        "batch_size": Int(16, 512, default=64, tune=False),
-        "momentum": Float(0.0, 0.99, default=0.9, tune=False),
-        "weight_decay": Float(0.0, 1e-2, default=5e-4, tune=False),
+        **sgd_space(batch_size=64),
     })

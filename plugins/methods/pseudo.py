@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import Choice, Float, Int, hookimpl
+from harness import Choice, Float, Int, hookimpl, sgd_options, sgd_space
 
 from .rotate import transpose_conv_kernels
 
@@ -56,7 +56,7 @@ def pseudo(model, data, params, ctx):
     Memory: the naive fine-tune runs on `model` itself (reloaded from the original afterwards), the
     scratch model is deleted once its predictions are stored; predictions live on the CPU."""
     epoch = 0
-    labels = data.images.labels[data.forget.to(data.images.labels.device)].cpu()
+    labels = data.labels(data.forget)
 
     # 1. Naive unlearning: fine-tune on retain only.
     ctx.fit(model, data.retain, epochs=params["naive_epochs"], lr=params["naive_lr"], batch_size=128,
@@ -75,7 +75,7 @@ def pseudo(model, data, params, ctx):
     # 3. Pseudo-labels for forget; true labels for retain.
     pseudo = pseudo_labels(finetuned, from_scratch, labels, params["entropy_threshold"])
     indices = torch.cat([data.retain, data.forget])
-    targets = torch.cat([data.images.labels[data.retain.to(data.images.labels.device)].cpu(), pseudo])
+    targets = torch.cat([data.labels(data.retain), pseudo])
 
     # 4. From the original with a fresh head (optionally rotated), train on retain + pseudo-labelled forget.
     with torch.no_grad():
@@ -83,9 +83,8 @@ def pseudo(model, data, params, ctx):
     last_linear(model).reset_parameters()
     if params["combine_with_rotate"]:
         transpose_conv_kernels(model)
-    return ctx.fit(model, indices, epochs=params["epochs"], lr=params["lr"], batch_size=params["batch_size"],
-                   momentum=params["momentum"], weight_decay=params["weight_decay"], schedule="cosine",
-                   values=targets, loss_fn=lambda s, y, x, target: F.cross_entropy(s, target), phase="pseudo",
+    return ctx.fit(model, indices, epochs=params["epochs"], lr=params["lr"], schedule="cosine",
+                   **sgd_options(params), values=targets, loss_fn=lambda s, y, x, target: F.cross_entropy(s, target), phase="pseudo",
                    epoch_offset=epoch, extra={"forget_relabelled": float((pseudo != labels).float().mean())})
 
 
@@ -104,7 +103,5 @@ def register_methods(register):
         "scratch_epochs": Int(1, 10, default=2, tune=False, help="from-scratch training epochs on retain"),
         "scratch_lr": Float(1e-3, 0.5, default=0.1, log=True, tune=False,
                             help="learning rate of the from-scratch training"),
-        "batch_size": Int(16, 512, default=128, tune=False, help="batch of the final phase"),
-        "momentum": Float(0.0, 0.99, default=0.9, tune=False),
-        "weight_decay": Float(0.0, 1e-2, default=5e-4, tune=False),
+        **sgd_space(batch_size=128, batch_help="batch of the final phase"),
     })

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from harness import Float, Int, hookimpl
+from harness import Float, Int, hookimpl, sgd_options, sgd_space
 
 
 @torch.no_grad()
@@ -30,9 +30,8 @@ def rotate(model, data, params, ctx):
     Our choices where the source is silent: no augmentation (as `simple`); the cosine schedule is
     stepped per epoch."""
     transpose_conv_kernels(model)
-    return ctx.fit(model, data.retain, epochs=params["epochs"], lr=params["lr"], batch_size=params["batch_size"],
-                   momentum=params["momentum"], weight_decay=params["weight_decay"], schedule="cosine",
-                   phase="finetune")
+    return ctx.fit(model, data.retain, epochs=params["epochs"], lr=params["lr"], schedule="cosine",
+                   phase="finetune", **sgd_options(params))
 
 
 @hookimpl
@@ -40,7 +39,5 @@ def register_methods(register):
     register("rotate", rotate, space={
         "epochs": Int(1, 30, default=3, help="fine-tuning epochs on retain after the transpose (the main phase)"),
         "lr": Float(1e-5, 1e-1, default=1e-3, log=True, help="SGD learning rate of the fine-tuning"),
-        "batch_size": Int(16, 512, default=64, tune=False),
-        "momentum": Float(0.0, 0.99, default=0.9, tune=False),
-        "weight_decay": Float(0.0, 1e-2, default=5e-4, tune=False),
+        **sgd_space(batch_size=64),
     })

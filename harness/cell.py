@@ -1,0 +1,204 @@
+"""One evaluation cell: a method with resolved parameters on one split, run once, evaluated once, attacked.
+
+`evaluate_cell` is the single step every caller makes: the serial runner, the Optuna objective and a
+distributed worker. It knows nothing of MLflow or result tables; what happens during the run reaches
+the caller through `Callbacks`, and what came of it is a `CellResult`.
+
+A method cannot spoil the cells after it: it gets its own copies of the model, the frozen original and
+the index sets; writing into the shared images is detected and undone (the cell FAILS); `sys.exit`
+inside a method, a result that is not a module, and non-finite weights or outputs are that cell's
+failure, with the reason.
+"""
+from __future__ import annotations
+
+import copy
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from . import __version__, engine
+from .context import CallbackError, Context, UnlearningData
+from .data import ImageData
+from .evaluation import Outputs, model_outputs, run_attack, utility_metrics
+from .hashing import stable_hash
+from .references import SplitReferences
+from .registry import Component, Method
+from .splits import Split
+
+FINISHED, FAILED = "FINISHED", "FAILED"
+REFERENCES = ("original", "retrain")  # the reference rows of every split, before the methods
+
+
+@dataclass(frozen=True)
+class Configured:
+    """A registered component with its parameters resolved against its space."""
+
+    component: Component
+    params: Mapping
+
+    @property
+    def name(self) -> str:
+        return self.component.name
+
+
+@dataclass(frozen=True)
+class Cell:
+    """(method or reference row, resolved parameters, split, attacks, setting).
+
+    `name` is the method's name, or 'original' / 'retrain' for the reference rows (method None).
+    `setting` is what else decides the result: profile, model, precision; it enters the hash."""
+
+    name: str
+    method: Method | None
+    params: Mapping
+    split: Split
+    attacks: tuple[Configured, ...]
+    setting: Mapping = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        """Stable across processes and machines; the same resolved configuration gives the same hash."""
+        return stable_hash({
+            "name": self.name, "params": dict(self.params), "split": self.split.hash, "setting": dict(self.setting),
+            "attacks": {a.name: dict(a.params) for a in self.attacks}, "harness": __version__,
+        })
+
+
+@dataclass
+class Callbacks:
+    """How a caller follows a cell: `on_epoch(epoch, metrics)` after each epoch a method reports (curves,
+    a tuner's intermediate values). What it raises (e.g. optuna.TrialPruned) ends the cell and reaches
+    the caller unchanged."""
+
+    on_epoch: Callable[[int, dict], None] | None = None
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str
+    metrics: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)  # per-epoch metrics, as given to on_epoch
+    error: str | None = None  # one line
+    traceback: str | None = None
+    attack_errors: dict[str, str] = field(default_factory=dict)  # attack name -> traceback
+    info: dict = field(default_factory=dict)  # facts for tags (e.g. where a reference was trained)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == FINISHED
+
+
+def evaluate_cell(cell: Cell, refs: SplitReferences, callbacks: Callbacks | None = None, *,
+                  show_progress: bool = False, epoch_eval_size: int | None = 2000) -> CellResult:
+    """Run, time, evaluate and attack one cell. Exceptions from `callbacks` and KeyboardInterrupt
+    propagate; everything a method does wrong becomes a FAILED result with the reason."""
+    if cell.method is None:
+        return _reference(cell, refs)
+    callbacks = callbacks or Callbacks()
+    service, split = refs.service, cell.split
+    retrain_seconds = service.retrain_seconds(split)  # timed now: same device, precision and load
+    model, data, ctx = method_arguments(
+        refs.original.model, service.data, split.retain, split.forget, split.validation, split.seed,
+        service.compute, service.model_factory, on_epoch=callbacks.on_epoch, show_progress=show_progress,
+        epoch_eval_size=epoch_eval_size, name=cell.name)
+    out, elapsed, failure = None, 0.0, None
+    try:
+        clock = engine.Stopwatch(service.compute.device)
+        start = clock.now()
+        result = cell.method.fn(model, data, dict(cell.params), ctx)
+        elapsed = clock.now() - start - ctx.overhead_s
+        out = _evaluate(cell.name, result, refs)
+    except CallbackError as exc:
+        service.restore_data()
+        raise exc.original from None
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:  # a method cannot end the whole run
+        failure = (f"method {cell.name!r} called sys.exit({exc.code!r})", traceback.format_exc())
+    except BaseException as exc:
+        failure = (_one_line(exc), traceback.format_exc())
+    if service.restore_data():
+        failure = (f"method {cell.name!r} modified the shared images or labels in place (restored for the next "
+                   f"cells); its results are void", failure[1] if failure else None)
+    if failure is not None:
+        return CellResult(cell, FAILED, history=ctx.history, error=failure[0], traceback=failure[1])
+    metrics = utility_metrics(out, refs.retrain_out)
+    metrics.update({"unlearn_seconds": elapsed, "eval_overhead_seconds": ctx.overhead_s,
+                    "retrain_seconds": retrain_seconds, "pct_retrain_time": 100.0 * elapsed / retrain_seconds})
+    attack_metrics, attack_errors = _attack(cell, refs, out)
+    return CellResult(cell, FINISHED, {**metrics, **attack_metrics}, ctx.history, attack_errors=attack_errors)
+
+
+def method_arguments(original: nn.Module, dataset: ImageData, retain: torch.Tensor, forget: torch.Tensor,
+                     validation: torch.Tensor, seed: int, compute: engine.Compute, model_factory: Callable[[], nn.Module],
+                     **context_options) -> tuple[nn.Module, UnlearningData, Context]:
+    """(model, data, ctx) as a method receives them: a trainable copy of the original, the method's own
+    copies of the index sets and of the frozen original, and a context seeded by `seed` (torch's global
+    RNG too). Every caller of a method builds them here, the conformance checks included."""
+    frozen = copy.deepcopy(original).eval()
+    for param in frozen.parameters():
+        param.requires_grad_(False)
+    model = copy.deepcopy(original)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    data = UnlearningData(retain.clone(), forget.clone(), validation.clone(), frozen, dataset)
+    engine.seed_everything(seed)
+    return model, data, Context(data, compute, seed, model_factory, **context_options)
+
+
+def _evaluate(name: str, result, refs: SplitReferences) -> Outputs:
+    """The evaluation pass of a method's result, after checking it is a usable model."""
+    if not isinstance(result, nn.Module):
+        raise TypeError(f"method {name!r} returned {type(result).__name__}, expected a torch.nn.Module")
+    result.eval()
+    bad = [k for k, v in result.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FloatingPointError(f"method {name!r} returned non-finite weights in {', '.join(bad[:3])}"
+                                 f"{' and more' if len(bad) > 3 else ''}")
+    out = model_outputs(result, refs.service.data, refs.split, refs.service.compute)
+    bad = [s for s, logits in out.logits.items() if not torch.isfinite(logits).all()]
+    if bad:
+        raise FloatingPointError(f"method {name!r} gives non-finite outputs on {', '.join(bad)}")
+    return out
+
+
+def _reference(cell: Cell, refs: SplitReferences) -> CellResult:
+    """The original or retrain row: the same metrics and attacks as a method, from the reference service."""
+    if cell.name == "original":
+        trained, out = refs.original, refs.original_out
+        metrics = {**utility_metrics(out, refs.retrain_out), "train_seconds": float(trained.meta["train_seconds"])}
+    elif cell.name == "retrain":
+        trained, out = refs.retrain, refs.retrain_out
+        estimate = refs.service.retrain_seconds(cell.split)
+        metrics = {**utility_metrics(out, refs.retrain_out), "unlearn_seconds": estimate, "retrain_seconds": estimate,
+                   "pct_retrain_time": 100.0, "retrain_seconds_recorded": float(trained.meta["train_seconds"])}
+    else:
+        raise ValueError(f"unknown reference row {cell.name!r}: expected one of {', '.join(REFERENCES)}")
+    history = [{"epoch": row["epoch"], "train_loss": row["loss"], "train_acc": row["acc"]}
+               for row in trained.meta.get("history", [])]
+    attack_metrics, attack_errors = _attack(cell, refs, out)
+    info = {"cached": trained.meta["cached"], "trained_on": trained.meta.get("train_device", "?"),
+            "cache_key": trained.meta["cache_key"]}
+    return CellResult(cell, FINISHED, {**metrics, **attack_metrics}, history, attack_errors=attack_errors, info=info)
+
+
+def _attack(cell: Cell, refs: SplitReferences, out: Outputs) -> tuple[dict, dict]:
+    """Every attack of the cell on `out`; an attack that raises is recorded, the others still run."""
+    metrics: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for attack in cell.attacks:
+        try:
+            prepared = refs.prepared(attack.component, attack.params)
+            metrics.update(run_attack(attack.component, attack.params, refs.attack_input(out, prepared)))
+        except Exception as exc:
+            errors[attack.name] = f"{_one_line(exc)}\n\n{traceback.format_exc()}"
+    return metrics, errors
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    return text[:300] + ("..." if len(text) > 300 else "")

@@ -1,0 +1,237 @@
+"""A run's configuration, resolved and validated into work before anything is created.
+
+Every name, parameter, scenario, attack and model option, seed, the device, the cache folder and the
+tracking store are checked here, the data is read and every split is built. A mistake is a `UsageError`
+(one line, exit status 2) raised before any store, experiment or run exists, so a typo never leaves a
+FAILED run behind or half an hour of training wasted.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__, engine
+from .cell import REFERENCES, Cell, Configured
+from .data import ImageData, cache_dir, load_cifar10
+from .hashing import stable_hash
+from .host import Host, default_host
+from .profiles import PROFILES, Profile, default_profile_name
+from .registry import Component, Registry, UnknownComponent
+from .splits import Split, SplitError, make_split
+from .tracking import check_tracking_uri
+
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's limit
+
+
+class UsageError(ValueError):
+    """Bad names, parameters or paths: reported in one line with exit status 2, before any work."""
+
+
+@dataclass
+class RunConfig:
+    """What a user asks for (flags, or later a TOML file). None means the default described beside it."""
+
+    methods: list[str] | None = None  # None: every registered method
+    scenario: str = "random"
+    scenario_options: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    profile: str | None = None  # None: 'paper' with CUDA, else 'cpu'
+    precision: str | None = None  # None: the profile's ('auto': the faster on this machine)
+    model: str = "resnet18"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    attacks: list[str] | None = None  # None: every registered attack
+    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_dir: str | None = None
+    cache_dir: str | None = None  # None: $HARNESS_CACHE_DIR or ~/.cache/unlearning-harness
+    device: str | None = None  # None: cuda when available
+    tracking_uri: str | None = None  # None: no store is checked (the Python API's in-memory tracker)
+    experiment: str | None = None  # None: one experiment per scenario
+    log_models: bool = True
+    show_progress: bool = True
+    resume: bool = False
+    epoch_eval_size: int | None = 2000
+    command: str | None = None  # the command line, kept as a tag so reports can say how to regenerate them
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Validated work: what to run, where, on which splits."""
+
+    config: RunConfig
+    profile: Profile  # precision resolved
+    methods: tuple[Configured, ...]
+    attacks: tuple[Configured, ...]
+    scenario: Configured
+    model: Configured
+    seeds: tuple[int, ...]
+    device: Any  # torch.device
+    cache_dir: Path
+    data: ImageData
+    splits: dict[int, Split]
+    precision_speeds: dict | None = None  # img/s per precision when 'auto' measured them
+
+    @property
+    def experiment(self) -> str:
+        return self.config.experiment or f"unlearning-{self.scenario.name}"
+
+    @property
+    def setting(self) -> dict:
+        """What besides the method and split decides a cell's result (part of every cell's hash)."""
+        return {"profile": self.profile.as_dict(), "model": self.model.name, "model_params": dict(self.model.params)}
+
+    @property
+    def hash(self) -> str:
+        """The whole configuration: a resumed run must match it exactly."""
+        return stable_hash({
+            "cells": [c.hash for s in self.seeds for c in self.cells(self.splits[s])],
+            "scenario": self.scenario.name, "scenario_params": dict(self.scenario.params), "seeds": list(self.seeds),
+        })
+
+    def cells(self, split: Split) -> list[Cell]:
+        """The reference rows, then every method, on `split`."""
+        rows = [(name, None, {}) for name in REFERENCES]
+        rows += [(m.name, m.component, m.params) for m in self.methods]
+        return [Cell(name, method, dict(params), split, self.attacks, self.setting) for name, method, params in rows]
+
+    def describe(self) -> dict:
+        """The resolved configuration as plain data (logged as config.json)."""
+        return {
+            "harness": __version__, "profile": self.profile.as_dict(), "seeds": list(self.seeds),
+            "device": str(self.device), "device_name": engine.device_name(self.device),
+            "methods": {m.name: dict(m.params) for m in self.methods},
+            "attacks": {a.name: dict(a.params) for a in self.attacks},
+            "metrics": {a.name: {k: v.as_dict() for k, v in a.component.metrics.items()} for a in self.attacks},
+            "scenario": {"name": self.scenario.name, "params": dict(self.scenario.params)},
+            "model": {"name": self.model.name, "params": dict(self.model.params)},
+            "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},
+            "splits": {s: {"hash": split.hash, **split.sizes()} for s, split in self.splits.items()},
+            "command": self.config.command,
+        }
+
+
+def plan(config: RunConfig, host: Host | None = None) -> Plan:
+    """Resolve and validate `config`; raises UsageError (bad input) or DataError (data unreadable)."""
+    host = host or default_host()
+    profile = _profile(config)
+    methods = _methods(config, host)
+    attacks = _configured(host.attacks, config.attacks, config.attack_options, "--attack-option")
+    scenario = _one(host.scenarios, config.scenario, config.scenario_options)
+    model = _one(host.models, config.model, config.model_options)
+    seeds = _seeds(config.seeds)
+    try:
+        device = engine.resolve_device(config.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    cache = cache_dir(config.cache_dir)
+    _check_writable_folder(cache, "cache folder (--cache-dir / $HARNESS_CACHE_DIR)")
+    if config.tracking_uri is not None:
+        try:
+            check_tracking_uri(config.tracking_uri)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    data = load_cifar10(config.data_dir, cache).to(device)
+    splits = {}
+    for seed in seeds:
+        try:
+            splits[seed] = make_split(data, profile, scenario.component, seed, dict(scenario.params))
+        except SplitError as exc:
+            raise UsageError(str(exc)) from None
+    precision, speeds = _precision(config.precision or profile.precision, device, model, data.num_classes,
+                                   profile.channels_last, cache)
+    profile = replace(profile, precision=precision)
+    return Plan(config, profile, methods, attacks, scenario, model, seeds, device, cache, data, splits, speeds)
+
+
+def _profile(config: RunConfig) -> Profile:
+    name = config.profile or default_profile_name()
+    if name not in PROFILES:
+        raise UsageError(str(UnknownComponent("profile", name, sorted(PROFILES))))
+    if config.precision not in (None, "auto", "bf16", "fp32"):
+        raise UsageError(f"unknown precision {config.precision!r}. Valid precisions: auto, bf16, fp32")
+    return PROFILES[name]
+
+
+def _methods(config: RunConfig, host: Host) -> tuple[Configured, ...]:
+    names = config.methods
+    if names is not None:
+        if not names:
+            raise UsageError("no method given: name at least one (or leave --methods out for all)")
+        names = [n for n in names if n not in REFERENCES]  # the reference rows are always there
+    methods = _configured(host.methods, names, config.method_params, "--param")
+    return methods
+
+
+def _configured(registry: Registry, names: list[str] | None, options: dict, flag: str) -> tuple[Configured, ...]:
+    """Components by name (None: all registered) with their parameters resolved; options for components
+    not in the run are refused rather than silently ignored."""
+    if names is None:
+        names = registry.names()
+    names = list(dict.fromkeys(names))
+    stray = sorted(set(options) - set(names))
+    if stray:
+        raise UsageError(f"{flag} given for {registry.kind}(s) not in this run: {', '.join(stray)}")
+    return tuple(_one(registry, name, options.get(name)) for name in names)
+
+
+def _one(registry: Registry, name: str, options: dict | None) -> Configured:
+    try:
+        component: Component = registry.get(name)
+        return Configured(component, component.resolve(options))
+    except (LookupError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _seeds(seeds: list[int]) -> tuple[int, ...]:
+    if not seeds:
+        raise UsageError("no seeds given")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise UsageError(f"seed {seed!r} is not valid: seeds are integers in [0, {MAX_SEED}]")
+    return tuple(dict.fromkeys(seeds))
+
+
+def _check_writable_folder(path: Path, what: str) -> None:
+    """`path` is, or can be created as, a folder we can write to; nothing is created here."""
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{what} {path} is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"{what} {path} is not writable")
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path} cannot be created: {parent} is not a writable folder")
+
+
+def _precision(requested: str, device, model: Configured, num_classes: int, channels_last: bool,
+               cache: Path) -> tuple[str, dict | None]:
+    """'auto': the precision that trains `model` faster on this device, measured once per machine and
+    torch version (about 10 s on a 2-core CPU) and remembered in the cache folder."""
+    if requested != "auto":
+        return requested, None
+    key = f"{engine.device_name(device)} | torch {torch.__version__} | {model.name} {dict(model.params)} | " \
+          f"channels_last={channels_last}"
+    path = cache / "precision.json"
+    known = {}
+    if path.exists():
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+    if key not in known:
+        speeds = engine.precision_speeds(lambda: model.component.fn(num_classes, **model.params), device,
+                                         channels_last=channels_last)
+        known[key] = {"choice": max(speeds, key=speeds.get), "img_per_s": speeds}
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
+    return known[key]["choice"], known[key]["img_per_s"]

@@ -1,0 +1,213 @@
+"""Conformance checks every registered method, attack and scenario must pass, the built-ins and yours
+(the timm pattern: one suite, parametrised over everything registered).
+
+Run them on your plugin with one command: `unlearn check NAME [NAME ...]` (on tiny synthetic data, in
+seconds). The project's own test suite calls the same functions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import engine
+from .cell import method_arguments
+from .data import CLASSES, ImageData, _to_image_data
+from .evaluation import AttackInput, Outputs, PrepareInput, model_outputs, run_attack
+from .metrics import attack_metric_name
+from .params import Float, Int, ParamError
+from .profiles import Recipe
+from .references import References
+from .registry import Attack, Method, Scenario
+from .splits import Pool, Split
+
+CPU = engine.Compute(torch.device("cpu"), precision="fp32", channels_last=False)
+
+
+def synthetic_arrays(n_train: int = 120, n_test: int = 80, seed: int = 0) -> dict:
+    """CIFAR-shaped uint8 images whose mean colour depends on the class, so a model can learn something."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for part, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % len(CLASSES)
+        rng.shuffle(y)
+        base = (y[:, None, None, None] * 23 % 256).astype(np.int16)
+        x = np.clip(base + rng.integers(-40, 40, size=(n, 32, 32, 3)), 0, 255).astype(np.uint8)
+        out[f"x_{part}"], out[f"y_{part}"] = x, y.astype(np.int64)
+    return out
+
+
+def synthetic_data(n_train: int = 120, n_test: int = 80, seed: int = 0) -> ImageData:
+    return _to_image_data(synthetic_arrays(n_train, n_test, seed), f"synthetic-{seed}")
+
+
+@dataclass
+class Bench:
+    """Tiny data, an original trained on it for two epochs, and fixed index sets: what the checks run on."""
+
+    data: ImageData
+    model_factory: Callable[[], nn.Module]
+    original: nn.Module
+    retain: torch.Tensor
+    forget: torch.Tensor
+    validation: torch.Tensor
+    test: torch.Tensor
+
+    @classmethod
+    def build(cls, model_factory: Callable[[], nn.Module], data: ImageData | None = None) -> "Bench":
+        data = data or synthetic_data()
+        train, heldout = torch.arange(data.n_train), torch.arange(data.n_train, len(data.labels))
+        refs = References(data, CPU, "bench", model_factory, Recipe(epochs=2, batch_size=32, augment=False),
+                          cache=None, show_progress=False)
+        original = refs.train(train, seed=0).model
+        return cls(data, model_factory, original, train[24:], train[:24], heldout[:40], heldout[40:])
+
+    def method_arguments(self, seed: int = 0, on_epoch=None):
+        """(model, data, ctx) as the harness hands them to a method, on this bench."""
+        return method_arguments(self.original, self.data, self.retain, self.forget, self.validation, seed, CPU,
+                                self.model_factory, on_epoch=on_epoch, show_progress=False, epoch_eval_size=None)
+
+    def run(self, method: Method, seed: int = 0, **params) -> tuple[nn.Module, list[int]]:
+        """The method's result and the epochs it reported, with its fastest `epochs` unless given."""
+        reported: list[int] = []
+        model, data, ctx = self.method_arguments(seed, on_epoch=lambda epoch, m: reported.append(epoch))
+        return method.fn(model, data, fast_params(method, **params), ctx), reported
+
+    def split(self) -> Split:
+        return Split("bench", 0, self.retain, self.forget, self.validation, self.test, "bench", "bench")
+
+    def outputs(self, model: nn.Module) -> Outputs:
+        return model_outputs(model, self.data, self.split(), CPU)
+
+
+def fast_params(method: Method, **overrides) -> dict:
+    """The method's defaults with its main phase as short as its space allows (unless overridden)."""
+    epochs = method.space.get("epochs")
+    fast = {"epochs": max(1, epochs.low)} if isinstance(epochs, (Int, Float)) else {}
+    return method.resolve({**fast, **overrides})
+
+
+def _state(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# -- methods -------------------------------------------------------------------------------------------
+def check_method_contract(method: Method, bench: Bench) -> None:
+    """Returns the same architecture in eval mode with changed, finite weights; leaves the original alone."""
+    before = _state(bench.original)
+    out, _ = bench.run(method)
+    assert isinstance(out, nn.Module), f"returned {type(out).__name__}, expected a torch.nn.Module"
+    assert type(out) is type(bench.original), "must return the same architecture"
+    assert {k: v.shape for k, v in out.state_dict().items()} == {k: v.shape for k, v in before.items()}, \
+        "the returned model's parameter shapes differ from the original's"
+    assert not out.training, "must return the model in eval mode (ctx.fit does)"
+    changed = [k for k, v in out.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert changed, "the method changed no weight"
+    assert all(torch.isfinite(v).all() for v in out.state_dict().values() if v.is_floating_point()), \
+        "non-finite weights"
+    assert all(torch.equal(v, before[k]) for k, v in bench.original.state_dict().items()), \
+        "the original model was modified"
+
+
+def check_method_repeatable(method: Method, bench: Bench) -> None:
+    """The same seed gives the same weights (on the CPU)."""
+    a, _ = bench.run(method, seed=3)
+    b, _ = bench.run(method, seed=3)
+    differ = [k for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()) if not torch.equal(va, vb)]
+    assert not differ, f"two runs with the same seed differ in {', '.join(differ[:3])}"
+
+
+def check_method_epochs(method: Method, bench: Bench) -> None:
+    """Exposes `epochs`, does more work with more of them, and reports each epoch to the caller's hook
+    (ctx.fit or ctx.log_epoch) at least `epochs` times, so a tuner can prune it."""
+    assert "epochs" in method.space, "every method exposes `epochs` (the paper compares 5, 9 and 20)"
+    low = max(method.space["epochs"].low, 1)
+    work = []
+    for epochs in (low, low + 1):
+        batches = {"n": 0}
+        reported: list[int] = []
+        model, data, ctx = bench.method_arguments(on_epoch=lambda epoch, m: reported.append(epoch))
+        make = ctx.batches
+
+        def counting(*args, **kwargs):
+            for batch in make(*args, **kwargs):
+                batches["n"] += 1
+                yield batch
+
+        ctx.batches = counting
+        method.fn(model, data, method.resolve({"epochs": epochs}), ctx)
+        assert len(reported) >= epochs, (
+            f"epochs={epochs} reported {len(reported)} epoch(s) to the epoch hook; call ctx.log_epoch once per "
+            f"epoch (ctx.fit does)")
+        work.append(batches["n"])
+    assert work[1] > work[0], f"epochs={low + 1} did no more work than epochs={low}"
+
+
+def check_method_parameters(method: Method, bench: Bench | None = None) -> None:
+    """Unknown and out-of-range parameters are refused with their name and range."""
+    try:
+        method.resolve({"no_such_param": 1})
+    except ParamError as exc:
+        assert "no_such_param" in str(exc), str(exc)
+    else:
+        raise AssertionError("an unknown parameter was accepted")
+    for name, param in method.space.items():
+        if isinstance(param, (Int, Float)):
+            try:
+                method.resolve({name: param.high + 1000})
+            except ParamError as exc:
+                assert name in str(exc) and "out of range" in str(exc), str(exc)
+            else:
+                raise AssertionError(f"{name}={param.high + 1000} was accepted above its range")
+
+
+METHOD_CHECKS = [check_method_contract, check_method_repeatable, check_method_epochs, check_method_parameters]
+
+
+# -- attacks -------------------------------------------------------------------------------------------
+def check_attack(attack: Attack, bench: Bench) -> None:
+    """Returns exactly floats for declared metrics, the same twice for the same seed, on the original and
+    on a fresh (untrained) model."""
+    params = attack.resolve()
+    original = bench.outputs(bench.original)
+    engine.seed_everything(0)
+    fresh = bench.outputs(CPU.prepare(bench.model_factory()).eval())
+    prepared = None
+    if attack.prepare is not None:
+        prepared = attack.prepare(PrepareInput(original, original, 0, "bench", {}), dict(params))
+    for target in (original, fresh):
+        inputs = AttackInput(target, original, original, 0, "bench", {}, prepared)
+        first = run_attack(attack, params, inputs)
+        assert first, "returned no metric"
+        assert set(first) <= {attack_metric_name(attack.name, m) for m in attack.metrics}
+        assert all(isinstance(v, float) for v in first.values())
+        again = run_attack(attack, params, inputs)
+        assert all(first[k] == again[k] or (math.isnan(first[k]) and math.isnan(again[k])) for k in first), \
+            f"not repeatable under the same seed: {first} vs {again}"
+
+
+ATTACK_CHECKS = [check_attack]
+
+
+# -- scenarios -----------------------------------------------------------------------------------------
+def check_scenario(scenario: Scenario, bench: Bench) -> None:
+    """Returns unique positions inside the pool, non-empty and not the whole pool, the same for the same
+    seed, with its default options."""
+    positions = torch.arange(bench.data.n_train)
+    pool = Pool(positions, bench.data.labels[positions], bench.data.images[positions], bench.data.classes, 0.1, 0)
+    params = scenario.resolve()
+    chosen = [scenario.fn(pool, torch.Generator().manual_seed(0), **params) for _ in range(2)]
+    chosen = [c[0] if isinstance(c, tuple) else c for c in chosen]
+    first = torch.as_tensor(chosen[0]).flatten()
+    assert len(first) > 0, "chose an empty forget set"
+    assert len(first) < len(pool), "chose the whole pool"
+    assert int(first.min()) >= 0 and int(first.max()) < len(pool), "positions outside the pool"
+    assert len(torch.unique(first)) == len(first), "duplicate positions"
+    assert torch.equal(first, torch.as_tensor(chosen[1]).flatten()), "not repeatable under the same seed"
+
+
+SCENARIO_CHECKS = [check_scenario]
