@@ -16,11 +16,13 @@ from typing import Any
 import torch
 
 from . import __version__, engine
+from .cache import ModelCache
 from .cell import REFERENCES, Cell, Configured
 from .data import ImageData, cache_dir, load_cifar10
 from .hashing import stable_hash
 from .host import Host, default_host
 from .profiles import PROFILES, Profile, default_profile_name
+from .references import References
 from .registry import Component, Registry, UnknownComponent
 from .splits import Split, SplitError, make_split
 from .tracking import check_tracking_uri
@@ -92,6 +94,18 @@ class Plan:
             "cells": [c.hash for s in self.seeds for c in self.cells(self.splits[s])],
             "scenario": self.scenario.name, "scenario_params": dict(self.scenario.params), "seeds": list(self.seeds),
         })
+
+    @property
+    def compute(self) -> engine.Compute:
+        return engine.Compute(self.device, self.profile.precision, self.profile.channels_last)
+
+    def references(self) -> References:
+        """The reference service of this plan (one per process; models cached in the cache folder)."""
+        model = self.model
+        return References(
+            self.data, self.compute, model.name, lambda: model.component.fn(self.data.num_classes, **model.params),
+            self.profile.recipe, ModelCache(self.cache_dir / "models"), show_progress=self.config.show_progress,
+            calibration_steps=self.profile.calibration_steps, warmup_steps=self.profile.calibration_warmup)
 
     def cells(self, split: Split) -> list[Cell]:
         """The reference rows, then every method, on `split`."""

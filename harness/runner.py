@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import __version__, engine
-from .cache import ModelCache
+from . import __version__
 from .cell import Callbacks, Cell, CellResult, evaluate_cell
 from .host import Host
 from .metrics import UTILITY
 from .plan import Plan, RunConfig, plan
-from .references import ORIGINAL_SEED, References
+from .references import ORIGINAL_SEED
 from .tracking import FAILED, FINISHED, KILLED, MemoryTracker, Tracker, TrackedRun, git_commit
 
 log = logging.getLogger(__name__)
@@ -61,18 +60,14 @@ def run(config: RunConfig, host: Host | None = None, tracker: Tracker | None = N
 class Runner:
     def __init__(self, p: Plan, tracker: Tracker):
         self.p, self.tracker, self.cfg = p, tracker, p.config
-        self.compute = engine.Compute(p.device, p.profile.precision, p.profile.channels_last)
+        self.compute = p.compute
         self.rows: list[dict] = []
         self.failures: list[dict] = []
         self.active: TrackedRun | None = None  # the child run in progress, ended as KILLED on Ctrl-C
 
     def run(self) -> RunResult:
         p = self.p
-        model = p.model
-        self.references = References(
-            p.data, self.compute, model.name, lambda: model.component.fn(p.data.num_classes, **model.params),
-            p.profile.recipe, ModelCache(p.cache_dir / "models"), show_progress=self.cfg.show_progress,
-            calibration_steps=p.profile.calibration_steps, warmup_steps=p.profile.calibration_warmup)
+        self.references = p.references()
         parent, done = self._open_parent()
         try:
             for seed in p.seeds:

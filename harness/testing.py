@@ -91,6 +91,20 @@ def fast_params(method: Method, **overrides) -> dict:
     return method.resolve({**fast, **overrides})
 
 
+def count_batches(ctx) -> dict:
+    """Make `ctx.batches` count the batches it yields; returns the counter ({"n": ...})."""
+    counter = {"n": 0}
+    batches = ctx.batches
+
+    def counting(*args, **kwargs):
+        for batch in batches(*args, **kwargs):
+            counter["n"] += 1
+            yield batch
+
+    ctx.batches = counting
+    return counter
+
+
 def _state(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -128,17 +142,9 @@ def check_method_epochs(method: Method, bench: Bench) -> None:
     low = max(method.space["epochs"].low, 1)
     work = []
     for epochs in (low, low + 1):
-        batches = {"n": 0}
         reported: list[int] = []
         model, data, ctx = bench.method_arguments(on_epoch=lambda epoch, m: reported.append(epoch))
-        make = ctx.batches
-
-        def counting(*args, **kwargs):
-            for batch in make(*args, **kwargs):
-                batches["n"] += 1
-                yield batch
-
-        ctx.batches = counting
+        batches = count_batches(ctx)
         method.fn(model, data, method.resolve({"epochs": epochs}), ctx)
         assert len(reported) >= epochs, (
             f"epochs={epochs} reported {len(reported)} epoch(s) to the epoch hook; call ctx.log_epoch once per "

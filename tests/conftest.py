@@ -18,7 +18,7 @@ from harness.cell import method_arguments
 from harness.data import CLASSES, ImageData
 from harness.profiles import Recipe
 from harness.references import References
-from harness.testing import CPU, Bench, synthetic_arrays, synthetic_data
+from harness.testing import CPU, Bench, count_batches, synthetic_arrays, synthetic_data
 
 warnings.filterwarnings("ignore", message=".*noload loader strategy.*")
 REPO = Path(__file__).resolve().parents[1]
@@ -110,17 +110,3 @@ def method_inputs(data: ImageData, original, factory, seed: int = 0, on_epoch=No
     train, heldout = torch.arange(data.n_train), torch.arange(data.n_train, len(data.labels))
     return method_arguments(original, data, train[24:], train[:24], heldout[:40], seed, CPU, factory,
                             on_epoch=on_epoch, show_progress=False, epoch_eval_size=None)
-
-
-def count_batches(ctx) -> dict:
-    """Make `ctx.batches` count the batches it yields; returns the counter ({"n": ...})."""
-    counter = {"n": 0}
-    batches = ctx.batches
-
-    def counting(*args, **kwargs):
-        for batch in batches(*args, **kwargs):
-            counter["n"] += 1
-            yield batch
-
-    ctx.batches = counting
-    return counter
