@@ -26,6 +26,11 @@ from harness.references import References
 from harness.splits import make_split
 
 SPIKE = 0.1  # a rise of the epoch's training loss above the best so far by more than this is a spike
+# Mid-training wobbles of 0.1-0.3 appeared at every rate tried (0.005 to 0.05, with and without warm-up,
+# weight decay 5e-4 and 5e-5) and always recovered; what ruins memorisation is a spike late in training,
+# with too few epochs left to recover (seen on an Intel Xeon: 0.54 -> 1.62 at epoch 22 of 30, train
+# accuracy 0.85 at the end). So the verdict asks for no spike in the last third, and prints both.
+LATE = 2 / 3
 
 
 def parse_recipe(text: str) -> dict:
@@ -36,11 +41,11 @@ def parse_recipe(text: str) -> dict:
     return out
 
 
-def largest_rise(losses: list[float]) -> tuple[float, int]:
-    """(largest increase of the loss over its best earlier value, epoch where it happened)."""
+def largest_rise(losses: list[float], start: int = 1) -> tuple[float, int]:
+    """(largest increase of the loss over its best earlier value, at 1-based epoch >= start; that epoch)."""
     best, rise, at = float("inf"), 0.0, 0
     for epoch, loss in enumerate(losses, 1):
-        if loss - best > rise:
+        if epoch >= start and loss - best > rise:
             rise, at = loss - best, epoch
         best = min(best, loss)
     return rise, at
@@ -62,13 +67,13 @@ def main():
     cache = ModelCache(cache_dir() / "models")
     print(f"profile {profile.name}: {len(split.train)} training images; device {engine.device_name(device)}")
     header = f"{'recipe':<34} {'precision':<9} {'seed':>4} {'train acc':>9} {'valid acc':>9} {'F/V':>5} " \
-             f"{'last loss':>9} {'largest rise':>13} {'train s':>8} {'img/s':>7}"
+             f"{'last loss':>9} {'largest rise':>13} {'late rise':>10} {'train s':>8} {'img/s':>7}"
     print(header)
     verdicts = []
     for overrides in [parse_recipe(r) for r in (args.recipe or [""])]:
         recipe = dataclasses.replace(profile.recipe, **overrides)
         label = ",".join(f"{k}={v}" for k, v in overrides.items()) or "profile default"
-        worst = {"acc": 1.0, "rise": 0.0}
+        worst = {"acc": 1.0, "rise": 0.0, "late": 0.0}
         for precision in args.precisions.split(","):
             compute = engine.Compute(device, precision, profile.channels_last)
             refs = References(data, compute, "resnet18", factory, recipe, cache, show_progress=False)
@@ -79,17 +84,21 @@ def main():
                 train_acc = (out.accuracy("retain") * n_r + out.accuracy("forget") * n_f) / (n_r + n_f)
                 losses = [row["loss"] for row in trained.meta["history"]]
                 rise, at = largest_rise(losses)
+                late, late_at = largest_rise(losses, start=int(len(losses) * LATE) + 1)
                 seconds = trained.meta["train_seconds"]
                 rate = len(split.train) * recipe.epochs / seconds
                 cached = " (cached)" if trained.meta["cached"] else ""
                 ratio = out.accuracy("forget") / out.accuracy("validation")
                 print(f"{label:<34} {precision:<9} {seed:>4} {train_acc:>9.3f} {out.accuracy('validation'):>9.3f} {ratio:>5.2f} "
-                      f"{losses[-1]:>9.4f} {rise:>8.3f} @{at:<3} {seconds:>8.1f} {rate:>7.0f}{cached}", flush=True)
+                      f"{losses[-1]:>9.4f} {rise:>8.3f} @{at:<3} {late:>5.3f} @{late_at:<2} {seconds:>8.1f} {rate:>7.0f}{cached}",
+                      flush=True)
                 worst["acc"] = min(worst["acc"], train_acc)
                 worst["rise"] = max(worst["rise"], rise)
-        ok = worst["acc"] >= 0.98 and worst["rise"] <= SPIKE
-        verdicts.append(f"{label}: lowest train acc {worst['acc']:.3f}, largest loss rise {worst['rise']:.3f} -> "
-                        f"{'memorises, no spike' if ok else 'FAILS (needs >= 0.98 and no rise > %.1f)' % SPIKE}")
+                worst["late"] = max(worst["late"], late)
+        ok = worst["acc"] >= 0.98 and worst["late"] <= SPIKE
+        verdicts.append(f"{label}: lowest train acc {worst['acc']:.3f}, largest loss rise {worst['rise']:.3f} "
+                        f"(last third: {worst['late']:.3f}) -> "
+                        f"{'memorises, no late spike' if ok else 'FAILS (needs >= 0.98 and no late rise > %.1f)' % SPIKE}")
     print("\n" + "\n".join(verdicts))
 
 

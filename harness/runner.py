@@ -157,7 +157,7 @@ class Runner:
         shown = [f"{UTILITY[k].label} {m[k]:.3f}" for k in ("acc_retain", "acc_forget", "acc_validation",
                                                               "forget_val_ratio") if k in m]
         shown += [f"{k} {v:.3f}" for k, v in m.items() if "/" in k and self._in_summary(k)]
-        log.info("%s %s", head, ", ".join(shown))
+        log.info("%s; %s", head, ", ".join(shown))
 
     def _in_summary(self, metric: str) -> bool:
         attack, _, name = metric.partition("/")

@@ -6,7 +6,7 @@ from torchvision.transforms import v2
 from harness import engine
 from harness.data import MEAN, STD
 
-from .conftest import CPU, synthetic_data
+from .conftest import CPU, synthetic_data, tiny_factory
 
 
 def test_augment_matches_per_sample_crop_and_flip():
@@ -47,13 +47,13 @@ def test_iterate_covers_every_index_once_per_epoch():
         next(engine.iterate(data, idx, 8, compute=CPU, shuffle=True))
 
 
-def test_fit_is_repeatable_and_learns(resnet_factory):
+def test_fit_is_repeatable_and_learns():
     data = synthetic_data(64, 10)
     idx = torch.arange(64)
 
     def train(seed):
         gen = engine.seed_everything(seed)
-        model = CPU.prepare(resnet_factory())
+        model = CPU.prepare(tiny_factory())
         history = []
         engine.fit(model, lambda: engine.iterate(data, idx, 32, compute=CPU, generator=gen, shuffle=True,
                                                  augment_images=True),
@@ -69,9 +69,9 @@ def test_fit_is_repeatable_and_learns(resnet_factory):
     assert hist[0]["lr"] == pytest.approx(0.01) and hist[-1]["lr"] < 0.01  # cosine decays
 
 
-def test_predict_returns_float_logits_in_order(resnet_factory):
+def test_predict_returns_float_logits_in_order():
     data = synthetic_data(20, 10)
-    model = resnet_factory()
+    model = tiny_factory()
     model.train()
     idx = torch.tensor([3, 1, 2])
     logits = engine.predict(model, data, idx, compute=CPU)
@@ -81,10 +81,10 @@ def test_predict_returns_float_logits_in_order(resnet_factory):
     torch.testing.assert_close(logits[1:2], single, rtol=1e-4, atol=1e-4)
 
 
-def test_bf16_autocast_on_cpu(resnet_factory):
+def test_bf16_autocast_on_cpu():
     compute = engine.Compute(torch.device("cpu"), precision="bf16", channels_last=True)
     data = synthetic_data(20, 10)
-    logits = engine.predict(compute.prepare(resnet_factory()), data, torch.arange(4), compute=compute)
+    logits = engine.predict(compute.prepare(tiny_factory()), data, torch.arange(4), compute=compute)
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
     with pytest.raises(ValueError, match="precision"):
         engine.Compute(torch.device("cpu"), precision="fp16")
@@ -120,16 +120,16 @@ def test_values_follow_their_samples_through_the_shuffle():
         next(engine.iterate(data, idx, 16, compute=CPU, values=values[:3]))
 
 
-def test_fit_schedules_and_hooks(resnet_factory):
+def test_fit_schedules_and_hooks():
     """A callable schedule is an lr multiplier of the 0-based epoch; before_epoch runs before each epoch."""
     data = synthetic_data(32, 10)
     idx = torch.arange(32)
     gen = engine.seed_everything(0)
     seen, lrs = [], []
-    engine.fit(CPU.prepare(resnet_factory()), lambda: engine.iterate(data, idx, 16, compute=CPU, generator=gen),
+    engine.fit(CPU.prepare(tiny_factory()), lambda: engine.iterate(data, idx, 16, compute=CPU, generator=gen),
                epochs=3, lr=0.1, compute=CPU, schedule=lambda e: [0.5, 1.0, 0.25, 0.0][e],  # also asked for e = epochs, after the last step
                before_epoch=seen.append, on_epoch=lambda e, s: lrs.append(s["lr"]))
     assert seen == [1, 2, 3]
     assert lrs == pytest.approx([0.05, 0.1, 0.025])
     with pytest.raises(ValueError, match="schedule must be"):
-        engine.fit(resnet_factory(), lambda: iter(()), epochs=1, lr=0.1, compute=CPU, schedule="linear")
+        engine.fit(tiny_factory(), lambda: iter(()), epochs=1, lr=0.1, compute=CPU, schedule="linear")

@@ -1,0 +1,60 @@
+"""Planning: what a configuration resolves to, before anything runs."""
+import math
+
+import pytest
+
+from harness import engine
+from harness.plan import RunConfig, UsageError, plan
+from harness.profiles import Recipe, warmup_cosine
+
+
+def config(npz_dir, cache, **kw):
+    return RunConfig(**{**dict(methods=["simple"], profile="smoke", model="tiny-cnn", data_dir=str(npz_dir),
+                                cache_dir=str(cache), show_progress=False), **kw})
+
+
+def test_cells_are_the_reference_rows_then_the_methods(npz_dir, tmp_path):
+    p = plan(config(npz_dir, tmp_path, methods=["retrain", "rotate", "simple", "rotate"], seeds=[1, 0]))
+    assert p.seeds == (1, 0) and set(p.splits) == {0, 1}
+    assert [c.name for c in p.cells(p.splits[0])] == ["original", "retrain", "rotate", "simple"]
+    hashes = [c.hash for s in p.seeds for c in p.cells(p.splits[s])]
+    assert len(set(hashes)) == len(hashes)
+    described = p.describe()
+    assert described["methods"]["simple"]["epochs"] == 5 and described["metrics"]["mia"]["auc"]["target"] == 0.5
+    assert plan(config(npz_dir, tmp_path, methods=["retrain", "rotate", "simple"], seeds=[1, 0])).hash == p.hash
+
+
+def test_auto_precision_is_measured_once_per_machine(npz_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def speeds(factory, device, channels_last=True):
+        calls.append(device)
+        return {"fp32": 100.0, "bf16": 250.0}
+
+    monkeypatch.setattr(engine, "precision_speeds", speeds)
+    first = plan(config(npz_dir, tmp_path, precision="auto"))
+    again = plan(config(npz_dir, tmp_path, precision="auto"))
+    assert first.profile.precision == again.profile.precision == "bf16" and len(calls) == 1
+    assert first.precision_speeds == {"fp32": 100.0, "bf16": 250.0}
+    assert plan(config(npz_dir, tmp_path, precision="fp32")).profile.precision == "fp32"
+
+
+def test_precision_speeds_measures_both():
+    from .conftest import tiny_factory
+
+    speeds = engine.precision_speeds(tiny_factory, engine.resolve_device("cpu"), batch_size=16, steps=1)
+    assert set(speeds) == {"fp32", "bf16"} and all(v > 0 for v in speeds.values())
+
+
+def test_warm_up_then_cosine():
+    values = [warmup_cosine(e, warmup=2, epochs=10) for e in range(11)]
+    assert values[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert values[2 + 4] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    assert values[10] == pytest.approx(0.0) and all(a >= b for a, b in zip(values[2:], values[3:]))
+    assert Recipe(epochs=3).schedule(3) == "cosine"  # no warm-up: the plain cosine, unchanged
+
+
+def test_usage_errors_come_before_the_data_is_read(tmp_path):
+    """A bad name is reported even when the data folder does not exist: validation goes first."""
+    with pytest.raises(UsageError, match="unknown method 'nope'"):
+        plan(RunConfig(methods=["nope"], data_dir=str(tmp_path / "missing")))
