@@ -7,9 +7,9 @@ processes asking for the same one train it once.
 
 Why the retrain cost is measured, not recalled: a cached retrain carries the time it took on another
 day, load or machine, and identical runs measured anywhere from 92% to 736% "of retrain" against it.
-`retrain_seconds` times a few steps of the retrain recipe in the calling process, right before the
-method runs, and scales them to the recipe's length: method and reference then share the device, the
-precision and the load.
+A `RetrainClock` times a few steps of the retrain recipe in the calling process, half right before the
+method runs and half right after, and scales them to the recipe's length: method and reference then
+share the device, the precision and the load.
 """
 from __future__ import annotations
 
@@ -151,27 +151,15 @@ class References:
                 model_outputs(retrain.model, self.data, split, self.compute), self)
         return self._splits[split.hash]
 
+    def retrain_clock(self, split: Split) -> "RetrainClock":
+        return RetrainClock(self, split)
+
     def retrain_seconds(self, split: Split) -> float:
         """What retraining on `split.retain` costs on this device now: `calibration_steps` timed steps of
-        the recipe (after `warmup_steps` untimed ones) scaled to the recipe's number of steps.
-
-        Runs under a forked RNG, so the caller's random state is what it was."""
-        r = self.recipe
-        total_steps = math.ceil(len(split.retain) / r.batch_size) * r.epochs
-        devices = [self.compute.device] if self.compute.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            model = self.compute.prepare(self.model_factory())
-            generator = torch.Generator().manual_seed(split.seed)
-            batches = itertools.chain.from_iterable(
-                engine.iterate(self.data, split.retain, r.batch_size, compute=self.compute, generator=generator,
-                               shuffle=True, augment_images=r.augment) for _ in itertools.count())
-            optimizer = engine.sgd(model, r.lr, r.momentum, r.weight_decay)
-            engine.train_epoch(model, itertools.islice(batches, self.warmup_steps), optimizer, compute=self.compute)
-            clock = engine.Stopwatch(self.compute.device)
-            start = clock.now()
-            engine.train_epoch(model, itertools.islice(batches, self.calibration_steps), optimizer, compute=self.compute)
-            elapsed = clock.now() - start
-        return elapsed / self.calibration_steps * total_steps
+        the recipe scaled to the recipe's number of steps."""
+        clock = self.retrain_clock(split)
+        clock.sample(self.calibration_steps)
+        return clock.estimate
 
     # -- isolation ---------------------------------------------------------------------------------------
     def restore_data(self) -> bool:
@@ -184,6 +172,45 @@ class References:
             self.data.images.copy_(images)
             self.data.labels.copy_(labels)
         return True
+
+
+class RetrainClock:
+    """Times steps of the retrain recipe (a fresh model, the recipe's optimiser and batches) in the calling
+    process. Sampled before and after a method, it brackets the method's run: a load that comes or goes
+    meanwhile weighs on both alike. Runs under a forked RNG, so the caller's random state is untouched."""
+
+    def __init__(self, service: References, split: Split):
+        r, self.service = service.recipe, service
+        self.total_steps = math.ceil(len(split.retain) / r.batch_size) * r.epochs
+        self.seconds, self.steps = 0.0, 0
+        with self._rng():
+            self.model = service.compute.prepare(service.model_factory())
+            generator = torch.Generator().manual_seed(split.seed)
+            self.batches = itertools.chain.from_iterable(
+                engine.iterate(service.data, split.retain, r.batch_size, compute=service.compute, generator=generator,
+                               shuffle=True, augment_images=r.augment) for _ in itertools.count())
+            self.optimizer = engine.sgd(self.model, r.lr, r.momentum, r.weight_decay)
+            self._steps(service.warmup_steps)  # untimed: first steps pay for allocation and kernel choice
+
+    def _rng(self):
+        device = self.service.compute.device
+        return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+    def _steps(self, n: int) -> None:
+        engine.train_epoch(self.model, itertools.islice(self.batches, n), self.optimizer, compute=self.service.compute)
+
+    def sample(self, steps: int) -> None:
+        with self._rng():
+            clock = engine.Stopwatch(self.service.compute.device)
+            start = clock.now()
+            self._steps(steps)
+            self.seconds += clock.now() - start
+            self.steps += steps
+
+    @property
+    def estimate(self) -> float:
+        """Seconds a whole retrain would take at the sampled rate."""
+        return self.seconds / max(self.steps, 1) * self.total_steps
 
 
 def _freeze(model: nn.Module) -> nn.Module:
