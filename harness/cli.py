@@ -125,7 +125,7 @@ def run(methods, scenario, scenario_options, seeds, profile, model, model_option
         sys.exit(130)
     summary = result.summary()
     if not summary.empty:
-        click.echo(format_summary(summary, p.describe()["metrics"]).to_string())
+        click.echo(format_summary(summary, p.attack_metrics).to_string())
     click.echo(f"parent run: {result.parent_run_id}", err=True)
     if result.failures:
         click.echo(f"\n{len(result.failures)} failure(s):", err=True)

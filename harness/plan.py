@@ -113,6 +113,11 @@ class Plan:
         rows += [(m.name, m.component, m.params) for m in self.methods]
         return [Cell(name, method, dict(params), split, self.attacks, self.setting) for name, method, params in rows]
 
+    @property
+    def attack_metrics(self) -> dict:
+        """Each attack's metric declarations as plain data: what reports and the summary read."""
+        return {a.name: {k: v.as_dict() for k, v in a.component.metrics.items()} for a in self.attacks}
+
     def describe(self) -> dict:
         """The resolved configuration as plain data (logged as config.json)."""
         return {
@@ -120,7 +125,7 @@ class Plan:
             "device": str(self.device), "device_name": engine.device_name(self.device),
             "methods": {m.name: dict(m.params) for m in self.methods},
             "attacks": {a.name: dict(a.params) for a in self.attacks},
-            "metrics": {a.name: {k: v.as_dict() for k, v in a.component.metrics.items()} for a in self.attacks},
+            "metrics": self.attack_metrics,
             "scenario": {"name": self.scenario.name, "params": dict(self.scenario.params)},
             "model": {"name": self.model.name, "params": dict(self.model.params)},
             "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},

@@ -17,6 +17,7 @@ from .cell import Callbacks, Cell, CellResult, evaluate_cell
 from .host import Host
 from .metrics import UTILITY
 from .plan import Plan, RunConfig, plan
+from .report import columns
 from .references import ORIGINAL_SEED
 from .tracking import FAILED, FINISHED, KILLED, MemoryTracker, Tracker, TrackedRun, git_commit
 
@@ -64,6 +65,7 @@ class Runner:
         self.rows: list[dict] = []
         self.failures: list[dict] = []
         self.active: TrackedRun | None = None  # the child run in progress, ended as KILLED on Ctrl-C
+        self.attack_columns = {c for c, _ in columns(p.attack_metrics) if "/" in c}  # shown in log lines
 
     def run(self) -> RunResult:
         p = self.p
@@ -156,13 +158,8 @@ class Runner:
             head += f" {m['unlearn_seconds']:.1f} s ({m['pct_retrain_time']:.1f}% of retrain)"
         shown = [f"{UTILITY[k].label} {m[k]:.3f}" for k in ("acc_retain", "acc_forget", "acc_validation",
                                                               "forget_val_ratio") if k in m]
-        shown += [f"{k} {v:.3f}" for k, v in m.items() if "/" in k and self._in_summary(k)]
+        shown += [f"{k} {v:.3f}" for k, v in m.items() if k in self.attack_columns]
         log.info("%s; %s", head, ", ".join(shown))
-
-    def _in_summary(self, metric: str) -> bool:
-        attack, _, name = metric.partition("/")
-        declared = {a.name: a.component.metrics for a in self.p.attacks}.get(attack, {})
-        return name in declared and declared[name].summary
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def _add_row(self, cell: Cell, status: str, metrics: dict) -> None:
@@ -202,6 +199,6 @@ class Runner:
         try:
             from .report import summary_figure
 
-            parent.log_figure(summary_figure(summary, self.p.describe()["metrics"]), "summary.png")
+            parent.log_figure(summary_figure(summary, self.p.attack_metrics), "summary.png")
         except Exception as exc:  # a plotting problem must not fail a finished benchmark
             log.warning("summary figure not logged: %s", exc)

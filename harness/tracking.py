@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -92,7 +93,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
                          f"use sqlite:///{Path(uri.removeprefix('file://')) / 'mlflow.db'} or an http:// server")
 
 
+@lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """The checkout's commit, once per process (every run's tags carry it)."""
     try:
         here = Path(__file__).resolve().parent
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
