@@ -70,8 +70,10 @@ class Cell:
 @dataclass
 class Callbacks:
     """How a caller follows a cell: `on_epoch(epoch, metrics)` after each epoch a method reports (curves,
-    a tuner's intermediate values). What it raises (e.g. optuna.TrialPruned) ends the cell and reaches
-    the caller unchanged."""
+    a tuner's intermediate values). Besides the method's metrics it gets `epoch_seconds` (the method's
+    time so far, evaluation excluded) and `epoch_pct_retrain` (that time as % of the retrain estimate), so
+    a tuner can stop a trial that is already over its time budget. What it raises (e.g.
+    optuna.TrialPruned) ends the cell and reaches the caller unchanged."""
 
     on_epoch: Callable[[int, dict], None] | None = None
 
@@ -102,13 +104,20 @@ def evaluate_cell(cell: Cell, refs: SplitReferences, callbacks: Callbacks | None
     service, split = refs.service, cell.split
     retrain_clock = service.retrain_clock(split)  # timed around the method: same device, precision and load
     retrain_clock.sample(service.calibration_steps // 2)
+    clock = engine.Stopwatch(service.compute.device)
+    start = None
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        so_far = clock.now() - start - ctx.overhead_s
+        callbacks.on_epoch(epoch, {**metrics, "epoch_seconds": so_far,
+                                   "epoch_pct_retrain": 100.0 * so_far / retrain_clock.estimate})
+
     model, data, ctx = method_arguments(
         refs.original.model, service.data, split.retain, split.forget, split.validation, split.seed,
-        service.compute, service.model_factory, on_epoch=callbacks.on_epoch, show_progress=show_progress,
-        epoch_eval_size=epoch_eval_size, name=cell.name)
+        service.compute, service.model_factory, on_epoch=on_epoch if callbacks.on_epoch else None,
+        show_progress=show_progress, epoch_eval_size=epoch_eval_size, name=cell.name)
     out, elapsed, failure = None, 0.0, None
     try:
-        clock = engine.Stopwatch(service.compute.device)
         start = clock.now()
         result = cell.method.fn(model, data, dict(cell.params), ctx)
         elapsed = clock.now() - start - ctx.overhead_s

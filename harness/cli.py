@@ -60,37 +60,50 @@ def _parse_assignments(values: tuple[str, ...], what: str, qualified: bool) -> d
 def main():
     """Evaluate machine-unlearning methods on CIFAR-10 / ResNet18, tracked in MLflow."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("mlflow", "alembic", "urllib3"):
+    for noisy in ("mlflow", "alembic", "urllib3", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("OPTUNA_DISABLE_DEFAULT_HANDLER", "1")  # trial lines are ours, one per trial
+
+
+def _common_options(fn):
+    """Options `run` and `tune` share: what data, which scenario, model, attacks, device, store."""
+    options = [
+        click.option("--scenario", default="random", show_default=True, help="Forget-set builder."),
+        click.option("--scenario-option", "scenario_options", multiple=True, metavar="NAME=VALUE",
+                     help="Scenario parameter, e.g. target_class=cat for --scenario class."),
+        click.option("--profile", help="smoke, cpu or paper (default: paper with CUDA, else cpu)."),
+        click.option("--model", default="resnet18", show_default=True),
+        click.option("--model-option", "model_options", multiple=True, metavar="NAME=VALUE", help="Model parameter."),
+        click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]),
+                     help="Override the profile's precision (auto: whichever trains faster here, measured once)."),
+        click.option("--attack-option", "attack_options", multiple=True, metavar="ATTACK.NAME=VALUE",
+                     help="Attack parameter, e.g. mia.folds=5."),
+        click.option("--data-dir", type=click.Path(file_okay=True), help="Local CIFAR-10 copy [env: HARNESS_DATA_DIR]."),
+        click.option("--cache-dir", type=click.Path(), help="Downloads and cached models [env: HARNESS_CACHE_DIR]."),
+        click.option("--device", help="cpu, cuda, cuda:1 (default: cuda when available)."),
+        click.option("--tracking-uri", help="MLflow tracking URI [env: MLFLOW_TRACKING_URI; default: sqlite in ./mlruns]."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 @main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file with these settings (keys as the flags, [params.METHOD] tables), e.g. one written by "
+                   "`unlearn tune --export`; flags given here win.")
 @click.option("--methods", help="Comma-separated methods (default: all registered). The original and retrain "
               "reference rows are always there.")
-@click.option("--scenario", default="random", show_default=True, help="Forget-set builder.")
-@click.option("--scenario-option", "scenario_options", multiple=True, metavar="NAME=VALUE",
-              help="Scenario parameter, e.g. target_class=cat for --scenario class.")
 @click.option("--seeds", default="0", show_default=True, help="Split seeds: 0,1,2 or 0-2.")
-@click.option("--profile", help="smoke, cpu or paper (default: paper with CUDA, else cpu).")
-@click.option("--model", default="resnet18", show_default=True)
-@click.option("--model-option", "model_options", multiple=True, metavar="NAME=VALUE", help="Model parameter.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]),
-              help="Override the profile's precision (auto: whichever trains faster here, measured once).")
 @click.option("--attacks", help="Comma-separated attacks (default: all registered; 'none' for none).")
-@click.option("--attack-option", "attack_options", multiple=True, metavar="ATTACK.NAME=VALUE",
-              help="Attack parameter, e.g. mia.folds=5.")
 @click.option("--param", "params", multiple=True, metavar="METHOD.NAME=VALUE", help="Method parameter.")
-@click.option("--data-dir", type=click.Path(file_okay=True), help="Local CIFAR-10 copy [env: HARNESS_DATA_DIR].")
-@click.option("--cache-dir", type=click.Path(), help="Downloads and cached models [env: HARNESS_CACHE_DIR].")
-@click.option("--device", help="cpu, cuda, cuda:1 (default: cuda when available).")
-@click.option("--tracking-uri", help="MLflow tracking URI [env: MLFLOW_TRACKING_URI; default: sqlite in ./mlruns].")
 @click.option("--experiment", help="MLflow experiment (default: unlearning-<scenario>).")
 @click.option("--resume", is_flag=True, help="Continue the newest unfinished run of the same configuration.")
 @click.option("--log-models/--no-log-models", default=True, show_default=True,
               help="Log the original and retrain checkpoints as artifacts.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(methods, scenario, scenario_options, seeds, profile, model, model_options, precision, attacks, attack_options,
-        params, data_dir, cache_dir, device, tracking_uri, experiment, resume, log_models, quiet):
+@_common_options
+def run(config_file, **opts):
     """Run unlearning methods and log every (method, seed) to MLflow."""
     from .data import DataError
     from .plan import RunConfig, UsageError, plan
@@ -98,17 +111,16 @@ def run(methods, scenario, scenario_options, seeds, profile, model, model_option
     from .runner import Runner
     from .tracking import MlflowTracker, default_tracking_uri
 
-    attack_names = _parse_list(attacks, "--attacks")
+    opts = _with_config_file(config_file, opts) if config_file else _parsed_tables(opts)
+    attack_names = _parse_list(opts["attacks"], "--attacks")
     config = RunConfig(
-        methods=_parse_list(methods, "--methods"), scenario=scenario,
-        scenario_options=_parse_assignments(scenario_options, "--scenario-option", False),
-        seeds=_parse_seeds(seeds), profile=profile, precision=precision, model=model,
-        model_options=_parse_assignments(model_options, "--model-option", False),
-        attacks=[] if attack_names == ["none"] else attack_names,
-        attack_options=_parse_assignments(attack_options, "--attack-option", True),
-        method_params=_parse_assignments(params, "--param", True), data_dir=data_dir, cache_dir=cache_dir,
-        device=device, tracking_uri=default_tracking_uri(tracking_uri), experiment=experiment,
-        log_models=log_models, show_progress=not quiet, resume=resume,
+        methods=_parse_list(opts["methods"], "--methods"), scenario=opts["scenario"],
+        scenario_options=opts["scenario_options"], seeds=_parse_seeds(opts["seeds"]), profile=opts["profile"],
+        precision=opts["precision"], model=opts["model"], model_options=opts["model_options"],
+        attacks=[] if attack_names == ["none"] else attack_names, attack_options=opts["attack_options"],
+        method_params=opts["params"], data_dir=opts["data_dir"], cache_dir=opts["cache_dir"], device=opts["device"],
+        tracking_uri=default_tracking_uri(opts["tracking_uri"]), experiment=opts["experiment"],
+        log_models=opts["log_models"], show_progress=not opts["quiet"], resume=opts["resume"],
         command=" ".join(["unlearn", *sys.argv[1:]]))
     try:
         p = plan(config)
@@ -133,6 +145,122 @@ def run(methods, scenario, scenario_options, seeds, profile, model, model_option
             click.echo(f"  {f['method']} seed={f['seed']}: {f['error']}\n    run {f['run_id']}, details: {f['where']}",
                        err=True)
         sys.exit(1)
+
+
+_TABLE_FLAGS = {"scenario_options": ("--scenario-option", False), "model_options": ("--model-option", False),
+                "attack_options": ("--attack-option", True), "params": ("--param", True)}
+
+
+def _parsed_tables(opts: dict) -> dict:
+    """The NAME=VALUE flags as dicts (COMPONENT.NAME=VALUE ones as a dict per component)."""
+    out = dict(opts)
+    for key, (flag, qualified) in _TABLE_FLAGS.items():
+        if key in out:
+            out[key] = _parse_assignments(out[key], flag, qualified)
+    return out
+
+
+def _with_config_file(path: str, opts: dict) -> dict:
+    """Settings from the TOML file under the flags that were given on the command line."""
+    from click.core import ParameterSource
+
+    from .config_file import ConfigFileError, load_run_file
+
+    try:
+        file = load_run_file(path)
+    except ConfigFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx = click.get_current_context()
+    out = _parsed_tables(opts)
+    for key, value in file.items():
+        if key in _TABLE_FLAGS:
+            if _TABLE_FLAGS[key][1]:  # per component: the flags' values win, name by name
+                merged = {c: dict(v) for c, v in value.items()}
+                for component, values in out[key].items():
+                    merged.setdefault(component, {}).update(values)
+                out[key] = merged
+            else:
+                out[key] = {**value, **out[key]}
+        elif ctx.get_parameter_source(key) != ParameterSource.COMMANDLINE:
+            out[key] = value
+    return out
+
+
+@main.command()
+@click.option("--method", "methods", multiple=True, required=True,
+              help="Method to tune (repeat for several: one study each).")
+@click.option("--trials", default=20, show_default=True, type=int, help="Trials per study (ended ones: "
+              "complete, pruned or failed by the method).")
+@click.option("--seeds", default="0", show_default=True, help="Split seeds the trials tune on.")
+@click.option("--holdout-seeds", default="1-3", show_default=True,
+              help="Split seeds that judge default vs tuned after the trials ('none': judge nowhere).")
+@click.option("--objective", type=click.Choice(["pareto", "score"]), default="pareto", show_default=True,
+              help="pareto: minimise |F/V ratio - 1| and the attack metric's distance to ideal; score: one weighted "
+                   "number with a median pruner.")
+@click.option("--attack-metric", default="mia/signed_auc", show_default=True, help="ATTACK/METRIC to optimise.")
+@click.option("--tolerance", default=0.03, show_default=True, type=float,
+              help="Validation accuracy a trial may lose against the original (0.03 = 3 points).")
+@click.option("--time-budget", default=20.0, show_default=True, type=float,
+              help="Unlearning time allowed, in % of a retrain.")
+@click.option("--storage", help="Optuna storage: sqlite:///PATH.db, journal:PATH or postgresql://... "
+              "(default: mlruns/optuna.db; a journal file with --workers > 1).")
+@click.option("--study", help="Study name (default: METHOD-SCENARIO-PROFILE). The same command continues it.")
+@click.option("--timeout", type=float, help="Seconds after which no new trial starts.")
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="Processes on this host sharing the study; the cores are divided between them.")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False), help="TOML narrowing or fixing the space.")
+@click.option("--export", type=click.Path(dir_okay=False), help="Write the recommended configuration (TOML for "
+              "`unlearn run --config`).")
+@click.option("--sampler-seed", default=0, show_default=True, type=int, help="TPE sampler seed (one worker).")
+@click.option("--heartbeat", default=10, show_default=True, type=int,
+              help="Seconds between a trial's heartbeats on an RDB storage; a trial silent for 3 beats is retried.")
+@click.option("--experiment", help="MLflow experiment (default: tuning-<scenario>).")
+@_common_options
+def tune(**opts):
+    """Tune methods' hyperparameters with Optuna; judge the result on held-out seeds."""
+    from .data import DataError
+    from .plan import UsageError
+    from .tracking import MlflowTracker, default_tracking_uri
+    from .tuning import TuneConfig, run_studies
+    from .tuning.report import terminal_summary
+    from .tuning.study import Tuner
+
+    opts = _parsed_tables(opts)
+    attack = opts["attack_metric"].partition("/")[0]
+    stray = sorted(set(opts["attack_options"]) - {attack})
+    if stray:
+        raise click.UsageError(f"--attack-option given for attack(s) not in this study: {', '.join(stray)}")
+    holdout = [] if opts["holdout_seeds"].strip().lower() == "none" else _parse_seeds(opts["holdout_seeds"])
+    config = TuneConfig(
+        methods=list(opts["methods"]), trials=opts["trials"], seeds=_parse_seeds(opts["seeds"]), holdout_seeds=holdout,
+        objective=opts["objective"], attack_metric=opts["attack_metric"], tolerance=opts["tolerance"],
+        time_budget=opts["time_budget"], storage=opts["storage"], study=opts["study"], timeout=opts["timeout"],
+        workers=opts["workers"], space_file=opts["space_file"], export=opts["export"],
+        sampler_seed=opts["sampler_seed"], heartbeat=opts["heartbeat"], profile=opts["profile"],
+        scenario=opts["scenario"], scenario_options=opts["scenario_options"], model=opts["model"],
+        model_options=opts["model_options"], precision=opts["precision"], attack_options=opts["attack_options"],
+        data_dir=opts["data_dir"], cache_dir=opts["cache_dir"], device=opts["device"],
+        tracking_uri=default_tracking_uri(opts["tracking_uri"]), experiment=opts["experiment"],
+        show_progress=not opts["quiet"], command=" ".join(["unlearn", *sys.argv[1:]]))
+    try:
+        tuner = Tuner(config)  # every check, before a store, study or run is created
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    tuner.tracker = MlflowTracker(config.tracking_uri, tuner.experiment)
+    click.echo(f"tracking: {tuner.tracker.uri} (experiment {tuner.experiment!r}); studies: {tuner.storage.display}; "
+               f"precision {tuner.plan.profile.precision}", err=True)
+    try:
+        results = run_studies(tuner)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: the running trial is marked FAIL and its run KILLED. Run the same command again "
+                   "to continue the study.", err=True)
+        sys.exit(130)
+    for result in results:
+        click.echo(terminal_summary(result))
 
 
 @main.command()
@@ -208,29 +336,64 @@ def check(names, model):
 
 
 @main.command()
-@click.argument("run_id", required=False)
+@click.argument("run_ids", nargs=-1)
 @click.option("--experiment", help="Report the newest parent run of this experiment.")
 @click.option("--tracking-uri", help="MLflow tracking URI [default: the one `unlearn run` uses].")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write markdown here instead of stdout.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write markdown here instead of stdout "
+              "(a study's Pareto figure is copied into figures/ beside it).")
 @click.option("--title", default="Unlearning results", show_default=True)
-def report(run_id, experiment, tracking_uri, output, title):
-    """Markdown table (mean ± std over seeds, and every run) of a parent run logged by `unlearn run`."""
-    from .report import results_markdown
-    from .runner import summarize
+@click.option("--preamble", type=click.Path(exists=True, dir_okay=False),
+              help="Markdown inserted after the title (hand-written analysis of generated tables).")
+def report(run_ids, experiment, tracking_uri, output, title, preamble):
+    """Markdown of parent runs: an `unlearn run` (mean ± std over seeds, every run) or `unlearn tune` studies
+    (held-out comparison, parameters, trials); several study RUN_IDS make one document."""
     from .tracking import MlflowStore
 
-    import pandas as pd
-
-    if run_id is None and not experiment:
-        raise click.UsageError("give a parent RUN_ID or --experiment NAME")
+    if not run_ids and not experiment:
+        raise click.UsageError("give parent RUN_IDS or --experiment NAME")
     try:
         store = MlflowStore(tracking_uri)
-        run_id = run_id or store.latest_parent(experiment)
-        parent = store.parent(run_id)
-        rows = store.rows(run_id)
-        config = store.load_json(run_id, "config.json")
+        ids = list(run_ids) or [store.latest_parent(experiment)]
+        parents = [store.parent(i) for i in ids]
     except (FileNotFoundError, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # MLflow's "run not found" and the like
+        raise click.ClickException(f"cannot read run(s) {', '.join(run_ids)} from {store.uri}: {exc}") from None
+    kinds = {p["tags"].get("run_kind") for p in parents}
+    if len(kinds) > 1 or (len(ids) > 1 and kinds != {"study"}):
+        raise click.UsageError("several RUN_IDS must all be study parents of `unlearn tune`; report a run on its own")
+    regenerate = " ".join(["unlearn", "report", *(["--experiment", experiment] if experiment else ids),
+                           *(["--output", output] if output else []), "--title", repr(title),
+                           *(["--preamble", preamble] if preamble else [])])
+    extra = None
+    if preamble:
+        with open(preamble) as fh:
+            extra = fh.read().strip()
+    if kinds == {"study"}:
+        head = [f"# {title}", "", "Generated by `unlearn report`; do not edit by hand.", *(["", extra] if extra else [])]
+        text = _study_report(store, parents, output, head, regenerate)
+    else:
+        text = _run_report(store, parents[0], title, regenerate, extra)
+    if output:
+        with open(output, "w") as fh:
+            fh.write(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text)
+
+
+def _run_report(store, parent, title, regenerate, preamble: str | None) -> str:
+    import pandas as pd
+
+    from .report import results_markdown
+    from .runner import summarize
+
+    run_id = parent["run_id"]
+    try:
+        rows = store.rows(run_id)
+        config = store.load_json(run_id, "config.json")
+    except (FileNotFoundError, LookupError, KeyError) as exc:
+        raise click.ClickException(f"run {run_id} is not a parent run of `unlearn run`: {exc}") from None
     tags, params = parent["tags"], parent["params"]
     facts = {"parent run": f"`{run_id}` ({parent['status']}) in {store.uri}", "profile": params.get("profile", "?"),
              "scenario": params.get("scenario", "?"), "seeds": params.get("seeds", "?"),
@@ -238,19 +401,70 @@ def report(run_id, experiment, tracking_uri, output, title):
              "harness": f"{tags.get('harness_version', '?')} (commit {str(tags.get('git_commit', '?'))[:10]})"}
     command = tags.get("command")
     if command:  # the run, then this report: the two commands that regenerate the document
-        command += "\n" + " ".join(["unlearn", "report", *(["--experiment", experiment] if experiment else [run_id]),
-                                    *(["--output", output] if output else []), "--title", repr(title)])
+        command += "\n" + regenerate
     frame = pd.DataFrame(rows)
     failures = [{"method": r["method"], "seed": r["seed"], "error": r.get("error") or r["status"]}
                 for r in rows if r["status"] != "FINISHED"]
     text = results_markdown(summarize(frame), frame, config.get("metrics", {}), title=title, command=command,
                             facts=facts, failures=failures)
-    if output:
-        with open(output, "w") as fh:
-            fh.write(text)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text)
+    if preamble:
+        first, rest = text.split("\n", 1)
+        text = f"{first}\n\n{preamble}\n{rest}"
+    return text
+
+
+def _study_report(store, parents: list[dict], output: str | None, head: list[str], regenerate: str) -> str:
+    from pathlib import Path
+
+    from .tuning.report import study_markdown
+
+    commands, sections = [], []
+    for parent in parents:
+        run_id = parent["run_id"]
+        try:
+            summary = store.load_json(run_id, "tuning.json")
+        except Exception:
+            raise click.ClickException(f"study run {run_id} ({parent['status']}) has no tuning.json yet: its trials "
+                                       f"or held-out evaluation did not finish; run the same `unlearn tune` again") from None
+        figure = None
+        if output:
+            folder = Path(output).parent / "figures"
+            figure_path = folder / f"{summary['study']}-pareto.png"
+            try:
+                store.download(run_id, "pareto_front.png", figure_path)
+                figure = str(figure_path.relative_to(Path(output).parent))
+            except Exception:
+                figure = None  # score studies have no Pareto front
+        commands.append(summary.get("command") or "?")
+        sections.append(study_markdown(summary, run_id, figure))
+    lines = [*head, "", "Regenerate with:", "", "```bash", *commands, regenerate, "```", "", *sections]
+    return "\n".join(lines) + "\n"
+
+
+@main.command()
+@click.option("--storage", help="Study storage (default: mlruns/optuna.db, or mlruns/optuna-journal.log).")
+@click.option("--port", default=8080, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+def dashboard(storage, port, host):
+    """Start optuna-dashboard on the studies of `unlearn tune`."""
+    import shutil
+    from pathlib import Path
+
+    from .tuning.storage import StorageError, resolve_storage
+
+    if storage is None:
+        folder = Path.cwd() / "mlruns"
+        found = [p for p in (folder / "optuna.db", folder / "optuna-journal.log") if p.exists()]
+        if not found:
+            raise click.UsageError(f"no study storage in {folder}: run `unlearn tune` first or pass --storage")
+        storage = f"sqlite:///{found[0]}" if found[0].suffix == ".db" else f"journal:{found[0]}"
+    try:
+        target = resolve_storage(storage, 1, Path.cwd()).dashboard_target
+    except StorageError as exc:
+        raise click.UsageError(str(exc)) from None
+    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
+    click.echo(f"optuna-dashboard on http://{host}:{port} for {storage}", err=True)
+    raise SystemExit(subprocess.call([exe, *target, "--host", host, "--port", str(port)]))
 
 
 @main.command()

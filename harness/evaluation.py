@@ -51,7 +51,7 @@ class PrepareInput:
     """What an attack's `prepare` sees, once per split: the reference models' outputs and the split."""
 
     original: Outputs
-    retrain: Outputs
+    retrain: Outputs | None  # None while tuning: no tuning signal may come from the retrain model
     seed: int = 0  # the split seed: use it for any randomness of the attack
     scenario: str = ""
     info: dict = field(default_factory=dict)  # what the scenario chose (e.g. the forgotten class)

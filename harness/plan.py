@@ -57,6 +57,7 @@ class RunConfig:
     log_models: bool = True
     show_progress: bool = True
     resume: bool = False
+    heldout_part: str | None = None  # "tune" / "judge": validation and test from one half of the held-out images
     epoch_eval_size: int | None = 2000
     command: str | None = None  # the command line, kept as a tag so reports can say how to regenerate them
 
@@ -130,6 +131,7 @@ class Plan:
             "model": {"name": self.model.name, "params": dict(self.model.params)},
             "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},
             "splits": {s: {"hash": split.hash, **split.sizes()} for s, split in self.splits.items()},
+            "heldout_part": self.config.heldout_part,
             "command": self.config.command,
         }
 
@@ -158,7 +160,8 @@ def plan(config: RunConfig, host: Host | None = None) -> Plan:
     splits = {}
     for seed in seeds:
         try:
-            splits[seed] = make_split(data, profile, scenario.component, seed, dict(scenario.params))
+            splits[seed] = make_split(data, profile, scenario.component, seed, dict(scenario.params),
+                                       config.heldout_part)
         except SplitError as exc:
             raise UsageError(str(exc)) from None
     precision, speeds = _precision(config.precision or profile.precision, device, model, data.num_classes,

@@ -51,9 +51,9 @@ class SplitReferences:
 
     split: Split
     original: Trained
-    retrain: Trained
+    retrain: Trained | None  # None when asked without it (tuning: a real user has no retrain model)
     original_out: Outputs
-    retrain_out: Outputs
+    retrain_out: Outputs | None
     service: "References"
     _prepared: dict = field(default_factory=dict, repr=False)
 
@@ -141,15 +141,19 @@ class References:
         return Trained(_freeze(model), {**meta, "cached": False, "cache_key": key})
 
     # -- splits ------------------------------------------------------------------------------------------
-    def for_split(self, split: Split) -> SplitReferences:
-        """The original and retrain models of `split` and their outputs, built on first use."""
-        if split.hash not in self._splits:
+    def for_split(self, split: Split, *, retrain: bool = True) -> SplitReferences:
+        """The original and (unless `retrain=False`) retrain models of `split` and their outputs, built on
+        first use. Without the retrain model, gaps to retrain are not computed and attacks see None: what
+        a tuner optimises then cannot depend on a model a real user would not have."""
+        key = (split.hash, retrain)
+        if key not in self._splits:
             original = self.train(split.train, ORIGINAL_SEED, desc="original")
-            retrain = self.train(split.retain, split.seed, desc="retrain")
-            self._splits[split.hash] = SplitReferences(
-                split, original, retrain, model_outputs(original.model, self.data, split, self.compute),
-                model_outputs(retrain.model, self.data, split, self.compute), self)
-        return self._splits[split.hash]
+            known = self._splits.get((split.hash, not retrain))
+            original_out = known.original_out if known else model_outputs(original.model, self.data, split, self.compute)
+            trained = self.train(split.retain, split.seed, desc="retrain") if retrain else None
+            retrain_out = model_outputs(trained.model, self.data, split, self.compute) if trained else None
+            self._splits[key] = SplitReferences(split, original, trained, original_out, retrain_out, self)
+        return self._splits[key]
 
     def retrain_clock(self, split: Split) -> "RetrainClock":
         return RetrainClock(self, split)

@@ -16,6 +16,9 @@ from .registry import Scenario
 
 POOL_SEED = 20231  # fixed: the original model's training set must not depend on the split seed
 SPLIT_NAMES = ("retain", "forget", "validation", "test")
+# Tuning keeps the images that judge a configuration apart from those that chose it: "tune" splits draw
+# validation and test from one fixed half of the held-out images, "judge" splits from the other half.
+HELDOUT_PARTS = ("tune", "judge")
 
 
 class SplitError(ValueError):
@@ -52,6 +55,7 @@ class Split:
     train_hash: str  # of the data and retain + forget: the original model's training set
     options: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # what the scenario chose (e.g. the forgotten class)
+    heldout_part: str | None = None  # None: all held-out images; "tune" / "judge": one fixed half
 
     def sets(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name) for name in SPLIT_NAMES}
@@ -81,8 +85,12 @@ def stratified_sample(labels: torch.Tensor, size: int, generator: torch.Generato
     return torch.sort(torch.cat(chosen)).values
 
 
-def make_split(data: ImageData, profile: Profile, scenario: Scenario, seed: int, options: dict | None = None) -> Split:
-    """The split of `seed`; `options` are the scenario's parameters (validated against its space here)."""
+def make_split(data: ImageData, profile: Profile, scenario: Scenario, seed: int, options: dict | None = None,
+               heldout_part: str | None = None) -> Split:
+    """The split of `seed`; `options` are the scenario's parameters (validated against its space here).
+
+    `heldout_part` ("tune" or "judge") restricts validation and test to one fixed, stratified half of the
+    held-out images; the training pool, and so the original model, is the same either way."""
     try:
         options = scenario.resolve(options)
     except ValueError as exc:
@@ -100,6 +108,13 @@ def make_split(data: ImageData, profile: Profile, scenario: Scenario, seed: int,
         stratified_sample(labels[train_all], profile.train_size, pool_gen)]
     heldout_pos = heldout_all if profile.heldout_size is None else heldout_all[
         stratified_sample(labels[heldout_all], profile.heldout_size, pool_gen)]
+
+    if heldout_part is not None:
+        if heldout_part not in HELDOUT_PARTS:
+            raise SplitError(f"heldout_part must be one of {', '.join(HELDOUT_PARTS)}, got {heldout_part!r}")
+        half = torch.zeros(len(heldout_pos), dtype=torch.bool)
+        half[stratified_sample(labels[heldout_pos], len(heldout_pos) // 2, torch.Generator().manual_seed(POOL_SEED + 1))] = True
+        heldout_pos = heldout_pos[half if heldout_part == "tune" else ~half]
 
     gen = torch.Generator().manual_seed(seed)
     n_val = round(len(heldout_pos) * profile.validation_fraction)
@@ -126,7 +141,7 @@ def make_split(data: ImageData, profile: Profile, scenario: Scenario, seed: int,
         scenario=scenario.name, seed=seed, retain=retain, forget=forget, validation=validation, test=test,
         hash=stable_hash(data.fingerprint, scenario.name, retain, forget, validation, test),
         train_hash=stable_hash(data.fingerprint, train_pos),
-        options=options, info=dict(info),
+        options=options, info=dict(info), heldout_part=heldout_part,
     )
     check_split(split, len(labels))
     return split

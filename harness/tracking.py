@@ -241,6 +241,20 @@ class MlflowStore:
         return [{"method": r.data.tags["method"], "seed": int(r.data.tags["seed"]), "status": r.info.status,
                  "error": r.data.tags.get("error"), "run_id": r.info.run_id, **r.data.metrics} for r in runs]
 
+    def download(self, run_id: str, path: str, destination: str | os.PathLike) -> Path:
+        """Copy one artifact of `run_id` to `destination` (a file path)."""
+        import shutil
+        import tempfile
+
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{self.client.get_run(run_id).info.artifact_uri}/{path}", dst_path=tmp)
+            Path(destination).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, destination)
+        return Path(destination)
+
     def load_json(self, run_id: str, path: str) -> Any:
         import mlflow
 

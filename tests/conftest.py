@@ -110,3 +110,17 @@ def method_inputs(data: ImageData, original, factory, seed: int = 0, on_epoch=No
     train, heldout = torch.arange(data.n_train), torch.arange(data.n_train, len(data.labels))
     return method_arguments(original, data, train[24:], train[:24], heldout[:40], seed, CPU, factory,
                             on_epoch=on_epoch, show_progress=False, epoch_eval_size=None)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server for the session (tests/postgres.py); skipped where PostgreSQL is
+    missing, except with HARNESS_REQUIRE_POSTGRES=1 (CI), where that is a failure."""
+    from .postgres import postgres_server, postgres_unavailable
+
+    if reason := postgres_unavailable():
+        if os.environ.get("HARNESS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url

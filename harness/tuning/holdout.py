@@ -1,0 +1,182 @@
+"""After the trials: choose a configuration, judge it against the defaults on held-out seeds, recommend.
+
+The held-out splits are other forget sets (other seeds), and their validation and test images come
+from the half of the held-out images that no trial saw ("judge" splits; trials read the "tune" half).
+So neither the validation accuracy, nor the attack's non-members, nor distillation's training images
+of the judging splits were ever part of a signal a trial optimised. A configuration is recommended only
+if, on those splits, it is feasible and closer to ideal than the defaults.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from ..cell import Callbacks, Cell, evaluate_cell
+from ..tracking import FINISHED
+from .objective import PARETO, normalised_distance, pareto_front
+
+log = logging.getLogger(__name__)
+CONFIGS = ("original", "retrain", "default", "tuned")
+
+
+def trial_rows(study) -> list[dict]:
+    """Every trial as plain data (the report's table, tuning.json)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):
+            continue
+        a = t.user_attrs
+        rows.append({
+            "number": t.number, "state": t.state.name, "params": dict(t.params),
+            "values": list(t.values) if t.values else None,
+            "constraints": {k: a.get(f"constraint/{k}") for k in ("utility", "time")},
+            "feasible": (a.get("constraint/utility", 1) <= 0 and a.get("constraint/time", 1) <= 0)
+            if t.state.name == "COMPLETE" else None,
+            "metrics": {k: v for k, v in a.items() if isinstance(v, float) and not k.startswith(("objective/", "constraint/"))},
+            "objective": {k.split("/", 1)[1]: v for k, v in a.items() if k.startswith("objective/")},
+            "seconds": t.duration.total_seconds() if t.duration else a.get("seconds"),
+            "reason": a.get("reason") or a.get("error"), "baseline": a.get("baseline"),
+            "mlflow_run_id": a.get("mlflow_run_id"), "worker": a.get("worker"),
+        })
+    return rows
+
+
+def choose(rows: list[dict], kind: str, original: dict) -> dict | None:
+    """The configuration to judge on held-out seeds: the feasible Pareto trial with the smallest normalised
+    distance (Pareto studies), or the feasible trial with the lowest score (score studies)."""
+    feasible = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"]]
+    if not feasible:
+        return None
+    if kind == PARETO:
+        front = [feasible[i] for i in pareto_front([tuple(r["values"]) for r in feasible])]
+        for r in front:
+            r["distance"] = normalised_distance(r["objective"]["ratio"], r["objective"]["attack"],
+                                                original["objective/ratio"], original["objective/attack"])
+        best = min(front, key=lambda r: r["distance"])
+        best["front"] = [r["number"] for r in front]
+        return best
+    return min(feasible, key=lambda r: r["values"][0])
+
+
+def evaluate_holdout(tuner, study, tuned: dict[str, Any] | None, parent) -> list[dict]:
+    """original, retrain, default and (if any) tuned on every held-out seed, each a child run of the study's
+    parent (finished ones are reused when the command runs again)."""
+    hp = tuner.holdout_plan
+    method = next(m for m in hp.methods if m.name == study.method)
+    configs = {"default": study.space.defaults, **({"tuned": tuned} if tuned is not None else {})}
+    done = {c["tags"].get("cell_hash"): c["metrics"] for c in tuner.tracker.finished_children(parent.run_id)
+            if c["tags"].get("run_kind") == "holdout"}
+    references = hp.references()
+    rows = []
+    for seed in hp.seeds:
+        split = hp.splits[seed]
+        refs = references.for_split(split, retrain=True)
+        cells = {c.name: c for c in hp.cells(split)[:2]}  # the original and retrain rows
+        for label, params in configs.items():
+            cells[label] = Cell(method.name, method.component, dict(params), split, hp.attacks, hp.setting)
+        for label, cell in cells.items():
+            key = f"{label}:{cell.hash}"
+            if key in done:
+                rows.append({"config": label, "seed": seed, "status": FINISHED, **done[key]})
+                continue
+            child = tuner.tracker.start_child(parent, f"held-out {label} seed={seed}", tags=tuner._tags(
+                run_kind="holdout", config=label, method=method.name if cell.method else label, seed=seed,
+                split_hash=split.hash, cell_hash=key))
+            child.log_params({**cell.params, "seed": seed, "config": label, "heldout_part": "judge"})
+            result = evaluate_cell(cell, refs, Callbacks(on_epoch=lambda e, m: child.log_metrics(m, step=e)),
+                                   show_progress=tuner.cfg.show_progress, epoch_eval_size=tuner.cfg.epoch_eval_size)
+            child.log_metrics(result.metrics)
+            if not result.ok:
+                child.set_tags({"error": (result.error or "")[:500]})
+                child.log_text(result.traceback or result.error or "", "traceback.txt")
+            child.end(result.status)
+            rows.append({"config": label, "seed": seed, "status": result.status, "error": result.error, **result.metrics})
+            log.info("held-out %s seed=%d: %s", label, seed, _line(result.metrics, tuner.objective.attack_metric))
+    return rows
+
+
+def _line(m: dict, attack_metric: str) -> str:
+    parts = [f"{k} {m[k]:.3f}" for k in ("acc_retain", "acc_validation", "forget_val_ratio", attack_metric) if k in m]
+    if "pct_retrain_time" in m:
+        parts.append(f"{m['pct_retrain_time']:.1f}% of retrain")
+    return ", ".join(parts)
+
+
+def judge(rows: list[dict], objective, has_tuned: bool) -> dict:
+    """Per config: mean and std over held-out seeds of the metrics and of the normalised distance (each
+    seed normalised by that seed's original); the verdict and the recommended config."""
+    by = {c: [r for r in rows if r["config"] == c and r["status"] == FINISHED] for c in CONFIGS}
+    originals = {r["seed"]: r for r in by["original"]}
+    keys = ["acc_retain", "acc_forget", "acc_validation", "acc_test", "forget_val_ratio", objective.attack_metric,
+            "pct_retrain_time", "unlearn_seconds", "gap_acc_forget", "gap_acc_validation"]
+    summary = {}
+    for config, items in by.items():
+        if not items:
+            continue
+        stats = {k: _mean_std([r[k] for r in items if k in r]) for k in keys}
+        if config not in ("original", "retrain") and originals:
+            dist, util, time_ = [], [], []
+            for r in items:
+                o = originals.get(r["seed"])
+                if o is None:
+                    continue
+                s = objective.signals(r, o["acc_validation"])
+                so = objective.signals({**o, "pct_retrain_time": 0.0}, o["acc_validation"])
+                dist.append(normalised_distance(s.ratio, s.attack, so.ratio, so.attack))
+                util.append(s.utility)
+                time_.append(s.time)
+            stats["distance"] = _mean_std(dist)
+            stats["feasible_seeds"] = int(sum(u <= 0 and t <= 0 for u, t in zip(util, time_)))
+            stats["feasible"] = bool(util) and float(np.mean(util)) <= 0 and float(np.mean(time_)) <= 0
+        summary[config] = stats
+    d, t = summary.get("default"), summary.get("tuned")
+    if not has_tuned:
+        verdict, recommended = ("no trial was feasible on the tuning seeds: nothing to recommend; the defaults stay",
+                                "default")
+    elif d is None or t is None or "distance" not in t:
+        verdict, recommended = "the held-out evaluation failed: nothing recommended", "default"
+    elif not t["feasible"]:
+        verdict, recommended = ("the tuned configuration breaks a constraint on the held-out seeds (mean validation "
+                                "accuracy or time): the defaults stay"), "default"
+    elif t["distance"][0] < d["distance"][0]:
+        better = _paired_wins(rows, objective)
+        verdict = (f"tuned is closer to ideal on the held-out seeds (normalised distance {t['distance'][0]:.3f} vs "
+                   f"{d['distance'][0]:.3f} for the defaults; better on {better}) and feasible: recommended")
+        recommended = "tuned"
+    else:
+        verdict = (f"tuned is NOT better than the defaults on the held-out seeds (normalised distance "
+                   f"{t['distance'][0]:.3f} vs {d['distance'][0]:.3f}): the defaults stay")
+        recommended = "default"
+    return {"summary": summary, "verdict": verdict, "recommended": recommended}
+
+
+def _paired_wins(rows: list[dict], objective) -> str:
+    """'k of n seeds': on how many held-out seeds tuned beat default."""
+    per = {}
+    for r in rows:
+        if r["status"] == FINISHED:
+            per.setdefault(r["seed"], {})[r["config"]] = r
+    wins = n = 0
+    for seed, c in per.items():
+        if not all(k in c for k in ("original", "default", "tuned")):
+            continue
+        o = c["original"]
+        so = objective.signals({**o, "pct_retrain_time": 0.0}, o["acc_validation"])
+
+        def distance(row: dict) -> float:
+            s = objective.signals(row, o["acc_validation"])
+            return normalised_distance(s.ratio, s.attack, so.ratio, so.attack)
+
+        wins += distance(c["tuned"]) < distance(c["default"])
+        n += 1
+    return f"{wins} of {n} seeds"
+
+
+def _mean_std(values: list[float]) -> list[float]:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return [math.nan, math.nan]
+    return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0]

@@ -1,0 +1,184 @@
+"""The parts of tuning on their own: space narrowing, objectives and the Pareto rule, storages and dead
+workers, the TOML config files."""
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+
+from harness.config_file import ConfigFileError, dump_toml, load_run_file
+from harness.metrics import Metric
+from harness.params import Choice, Float, Int
+from harness.registry import Method
+from harness.tuning.objective import Objective, normalised_distance, pareto_front
+from harness.tuning.holdout import choose, judge
+from harness.tuning.space import SpaceError, declared_space, narrowed_space
+from harness.tuning.storage import StorageError, fail_dead_local_trials, resolve_storage, worker_id
+
+METHOD = Method(name="m", fn=lambda *a: None, space={
+    "epochs": Int(1, 30, default=4),
+    "lr": Float(1e-5, 1e-1, default=1e-3, log=True),
+    "layers": Choice(["conv1", "all"], default="conv1"),
+    "momentum": Float(0.0, 0.99, default=0.9, tune=False),
+})
+
+
+# -- space -----------------------------------------------------------------------------------------------
+def test_declared_space_tunes_what_the_method_declares_tunable():
+    space = declared_space(METHOD)
+    assert set(space.tuned) == {"epochs", "lr", "layers"} and space.fixed == {}
+    assert space.defaults == {"epochs": 4, "lr": 1e-3, "layers": "conv1", "momentum": 0.9}
+
+
+def test_narrowing_fixing_and_tuning_a_declared_untuned_parameter():
+    space = narrowed_space(METHOD, {"epochs": {"low": 2, "high": 6}, "layers": "all",
+                                    "momentum": {"low": 0.5, "high": 0.95}, "lr": {"low": 1e-4}})
+    assert (space.tuned["epochs"].low, space.tuned["epochs"].high) == (2, 6)
+    assert space.tuned["lr"].low == 1e-4 and space.tuned["lr"].high == 1e-1 and space.tuned["lr"].log
+    assert "momentum" in space.tuned and "layers" not in space.tuned
+    assert space.fixed == {"layers": "all"} and space.defaults["layers"] == "all"
+    trial = optuna.create_study().ask()
+    params = space.sample(trial)
+    assert 2 <= params["epochs"] <= 6 and 0.5 <= params["momentum"] <= 0.95 and params["layers"] == "all"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"epoch": 3}, "unknown parameter(s) epoch; declared: epochs, layers, lr, momentum"),
+    ({"epochs": {"low": 0, "high": 5}}, "outside the declared range"),
+    ({"epochs": {"low": 6, "high": 2}}, "low 6 is above high 2"),
+    ({"epochs": {"low": 1.5}}, "bounds must be integers"),
+    ({"epochs": {"lo": 1}}, "got keys lo"),
+    ({"layers": {"choices": ["conv2"]}}, "not among the declared"),
+    ({"epochs": 99}, "out of range"),
+    ({"epochs": 3, "lr": 0.01, "layers": "all"}, "nothing left to tune"),
+])
+def test_bad_spaces_are_refused_with_the_reason(overrides, message):
+    with pytest.raises(SpaceError) as err:
+        narrowed_space(METHOD, overrides)
+    assert message in str(err.value)
+
+
+# -- objectives ------------------------------------------------------------------------------------------
+OBJECTIVE = Objective("pareto", "mia/signed_auc", Metric(target=0.5), tolerance=0.03, time_budget=20.0)
+
+
+def test_signals_distances_and_constraints():
+    s = OBJECTIVE.signals({"forget_val_ratio": 1.2, "mia/signed_auc": 0.45, "acc_validation": 0.46,
+                           "pct_retrain_time": 25.0}, original_validation=0.5)
+    assert s.ratio == pytest.approx(0.2) and s.attack == pytest.approx(0.05)
+    assert s.utility == pytest.approx(0.01) and s.time == pytest.approx(0.05) and not s.feasible
+    assert s.score == pytest.approx(0.2 + 2 * 0.05 + 10 * (0.01 + 0.05))
+    ok = OBJECTIVE.signals({"forget_val_ratio": 1.0, "mia/signed_auc": 0.5, "acc_validation": 0.48,
+                            "pct_retrain_time": 10.0}, original_validation=0.5)
+    assert ok.feasible and ok.score == 0 and OBJECTIVE.values(ok) == [0.0, 0.0]
+
+
+def test_pareto_front_matches_a_brute_force_definition():
+    rng = np.random.default_rng(0)
+    points = [tuple(p) for p in rng.integers(0, 6, size=(40, 2)).tolist()]
+    dominated = {i for i, j in itertools.permutations(range(len(points)), 2)
+                 if all(a <= b for a, b in zip(points[j], points[i])) and points[j] != points[i]}
+    assert pareto_front(points) == [i for i in range(len(points)) if i not in dominated]
+
+
+def _row(number, ratio, attack, feasible=True, state="COMPLETE", params=None):
+    return {"number": number, "state": state, "values": [ratio, attack], "feasible": feasible,
+            "objective": {"ratio": ratio, "attack": attack}, "params": params or {"x": number}}
+
+
+def test_choose_takes_the_feasible_front_point_nearest_the_ideal_after_normalising():
+    original = {"objective/ratio": 1.0, "objective/attack": 0.4}
+    rows = [_row(0, 0.05, 0.30), _row(1, 0.30, 0.02), _row(2, 0.01, 0.01, feasible=False),
+            _row(3, 0.40, 0.35), _row(4, 0.0, 0.0, state="PRUNED", feasible=None)]
+    best = choose(rows, "pareto", original)
+    # normalised: trial 0 -> hypot(0.05, 0.75) = 0.75; trial 1 -> hypot(0.3, 0.05) = 0.30
+    assert best["number"] == 1 and sorted(best["front"]) == [0, 1]
+    assert best["distance"] == pytest.approx(normalised_distance(0.30, 0.02, 1.0, 0.4))
+    assert choose([_row(0, 0.1, 0.1, feasible=False)], "pareto", original) is None
+
+
+def _holdout(config, seed, ratio, auc, valid=0.5, pct=10.0):
+    return {"config": config, "seed": seed, "status": "FINISHED", "forget_val_ratio": ratio, "mia/signed_auc": auc,
+            "acc_validation": valid, "pct_retrain_time": pct, "acc_forget": ratio * valid}
+
+
+def test_judge_recommends_only_a_feasible_configuration_better_on_held_out_seeds():
+    original = [_holdout("original", s, 2.0, 0.9) for s in (1, 2)]
+    better = original + [_holdout("default", s, 1.4, 0.65) for s in (1, 2)] + \
+        [_holdout("tuned", s, 1.05, 0.52) for s in (1, 2)]
+    verdict = judge(better, OBJECTIVE, has_tuned=True)
+    assert verdict["recommended"] == "tuned" and "2 of 2 seeds" in verdict["verdict"]
+    assert verdict["summary"]["tuned"]["distance"][0] < verdict["summary"]["default"]["distance"][0]
+
+    worse = original + [_holdout("default", s, 1.1, 0.55) for s in (1, 2)] + \
+        [_holdout("tuned", s, 1.3, 0.6) for s in (1, 2)]
+    assert judge(worse, OBJECTIVE, has_tuned=True)["recommended"] == "default"
+    broken = original + [_holdout("default", s, 1.4, 0.65) for s in (1, 2)] + \
+        [_holdout("tuned", s, 1.0, 0.5, valid=0.3) for s in (1, 2)]  # ideal numbers, but utility is gone
+    result = judge(broken, OBJECTIVE, has_tuned=True)
+    assert result["recommended"] == "default" and "breaks a constraint" in result["verdict"]
+
+
+# -- storages --------------------------------------------------------------------------------------------
+def test_storage_defaults_and_refusals(tmp_path):
+    assert resolve_storage(None, 1, tmp_path).url == f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert resolve_storage(None, 2, tmp_path).kind == "journal"
+    with pytest.raises(StorageError, match="not for parallel workers"):
+        resolve_storage(f"sqlite:///{tmp_path}/s.db", 2, tmp_path)
+    with pytest.raises(StorageError, match="not a valid URL"):
+        resolve_storage("postgres//nohost", 1, tmp_path)
+    with pytest.raises(StorageError, match="name the journal file"):
+        resolve_storage(f"journal:{tmp_path}", 1, tmp_path)
+    with pytest.raises(StorageError, match="unreachable") as err:
+        resolve_storage("postgresql+psycopg2://me:secret@127.0.0.1:1/db", 1, tmp_path)
+    assert "secret" not in str(err.value)
+    assert not list(tmp_path.iterdir())  # nothing created by checking
+
+
+def test_a_running_trial_of_a_dead_local_worker_is_failed_and_queued_again(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("worker", worker_id().rsplit(":", 1)[0] + ":" + dead.stdout.strip())
+    mine = study.ask()
+    mine.set_user_attr("worker", worker_id())  # this process: alive, left alone
+    killed = []
+    assert fail_dead_local_trials(study, lambda t, reason: killed.append((t.number, reason))) == 1
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {0: "FAIL", 1: "RUNNING", 2: "WAITING"} and killed[0][0] == 0
+    retry = study.get_trials()[2]
+    assert retry.params == study.get_trials()[0].params and retry.system_attrs["failed_trial"] == 0
+
+
+# -- config files ----------------------------------------------------------------------------------------
+def test_toml_written_by_the_harness_reads_back(tmp_path):
+    data = {"methods": ["deviation"], "profile": "cpu", "seeds": [1, 2],
+            "params": {"deviation": {"sigma": 1e-05, "layers": "all", "epochs": 4, "flag": True, "x": math.inf}},
+            "scenario_options": {}}
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(data, ["a header line"]))
+    loaded = load_run_file(path)
+    assert loaded["methods"] == "deviation" and loaded["seeds"] == "1,2" and loaded["profile"] == "cpu"
+    assert loaded["params"]["deviation"] == data["params"]["deviation"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("methodz = 'x'\n", "unknown key(s) methodz"),
+    ("params = 3\n", "params must be a table"),
+    ("[params]\nsigma = 0.3\n", "one table per component"),
+    ("methods = [\n", "config file"),
+])
+def test_bad_config_files_are_refused(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigFileError) as err:
+        load_run_file(path)
+    assert message in str(err.value)
+    with pytest.raises(ConfigFileError, match="does not exist"):
+        load_run_file(tmp_path / "missing.toml")
