@@ -16,3 +16,12 @@ __api_version__ = 2
 __all__ = ["hookimpl", "Int", "Float", "Choice", "ParamError", "Metric", "sgd_space", "sgd_options",
            "Context", "UnlearningData", "AttackInput", "PrepareInput", "Outputs", "Pool",
            "__version__", "__api_version__"]
+
+
+def __getattr__(name: str):
+    """`harness.tune` and `harness.TuneConfig`, imported on first use (tuning pulls in Optuna)."""
+    if name in ("tune", "TuneConfig"):
+        from . import tuning
+
+        return getattr(tuning, name)
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

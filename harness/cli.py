@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
 import sys
 
 import click
@@ -62,7 +61,6 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("OPTUNA_DISABLE_DEFAULT_HANDLER", "1")  # trial lines are ours, one per trial
 
 
 def _common_options(fn):
@@ -464,7 +462,7 @@ def dashboard(storage, port, host):
         raise click.UsageError(str(exc)) from None
     exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
     click.echo(f"optuna-dashboard on http://{host}:{port} for {storage}", err=True)
-    raise SystemExit(subprocess.call([exe, *target, "--host", host, "--port", str(port)]))
+    os.execv(exe, [exe, *target, "--host", host, "--port", str(port)])  # its signals, its exit status
 
 
 @main.command()
@@ -481,7 +479,7 @@ def ui(tracking_uri, port, host):
     if root:
         cmd += ["--default-artifact-root", root]
     click.echo(f"MLflow UI on http://{host}:{port} for {uri}", err=True)
-    raise SystemExit(subprocess.call(cmd, env=os.environ.copy()))
+    os.execv(cmd[0], cmd)  # the server gets Ctrl-C and termination signals directly
 
 
 if __name__ == "__main__":

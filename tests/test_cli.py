@@ -135,7 +135,7 @@ def test_seed_ranges():
 
 def test_ui_serves_the_same_store_on_loopback(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr("harness.cli.subprocess.call", lambda cmd, env=None: calls.append(cmd) or 0)
+    monkeypatch.setattr("harness.cli.os.execv", lambda exe, cmd: calls.append(cmd))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     result = invoke("ui", "--port", "5055")

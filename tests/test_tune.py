@@ -27,7 +27,10 @@ TUNE = ["tune", "--method", "noisy-finetune", "--model", "tiny-cnn", "--profile"
 
 
 def study_trials(tmp: Path, name: str = "noisy-finetune-random-smoke"):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'mlruns' / 'optuna.db'}").get_trials()
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp / "mlruns" / "optuna-journal.log")))
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
 def cli(*args) -> str:
@@ -42,12 +45,15 @@ def test_a_study_end_to_end_then_its_export_runs(tmp_path, data_dir, monkeypatch
     for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR", "MLFLOW_TRACKING_URI"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.chdir(tmp_path)
-    args = [*TUNE, "--trials", "3", "--holdout-seeds", "1", "--export", "best.toml"]
+    # two local workers share the study through a journal file; the launcher then judges and exports
+    args = [*TUNE, "--trials", "3", "--holdout-seeds", "1", "--export", "best.toml", "--workers", "2"]
     proc = unlearn(*args, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "verdict:" in proc.stdout and proc.stderr.count(" COMPLETE: ") == 3  # one line per trial
+    assert "2 workers with 1 torch thread(s) each" in proc.stderr
 
     trials = study_trials(tmp_path)
+    assert len({t.user_attrs["worker"] for t in trials}) <= 2
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     defaults = default_host().methods.get("noisy-finetune").defaults
     assert trials[0].user_attrs["baseline"] == "defaults" and \
@@ -59,7 +65,7 @@ def test_a_study_end_to_end_then_its_export_runs(tmp_path, data_dir, monkeypatch
     parent = runs[runs["tags.run_kind"] == "study"]
     assert len(parent) == 1 and parent.iloc[0]["status"] == "FINISHED"
     assert parent.iloc[0]["tags.study_name"] == "noisy-finetune-random-smoke"
-    assert parent.iloc[0]["tags.study_storage"].endswith("optuna.db")
+    assert parent.iloc[0]["tags.study_storage"].endswith("optuna-journal.log")
     parent_id = parent.iloc[0]["run_id"]
     children = runs[runs["tags.mlflow.parentRunId"] == parent_id]
     trial_runs = children[children["tags.run_kind"] == "trial"]
@@ -182,3 +188,19 @@ def test_a_study_with_other_objectives_or_settings_is_refused(tmp_path, data_dir
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "mlruns").exists()
     assert json.loads(json.dumps(other.user_attrs)) == {"signature": {"method": "deviation"}}
+
+
+def test_a_trial_over_the_time_budget_stops_at_that_epoch_and_counts_as_infeasible(tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = TuneConfig(methods=["noisy-finetune"], trials=2, holdout_seeds=[], profile="smoke", model="tiny-cnn",
+                        time_budget=1e-6, data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"),
+                        storage=f"sqlite:///{tmp_path}/s.db", show_progress=False)
+    tracker = MemoryTracker()
+    tune(config, tracker=tracker)
+    study = optuna.load_study(study_name="noisy-finetune-random-smoke", storage=f"sqlite:///{tmp_path}/s.db")
+    for trial in study.get_trials():
+        assert trial.state.name == "PRUNED" and trial.constraints["time"] > 0  # the sampler sees it infeasible
+        assert "over the time budget" in trial.user_attrs["reason"] and "after epoch 1 " in trial.user_attrs["reason"]
+    runs = [r for r in tracker.runs if r.tags.get("run_kind") == "trial"]
+    assert [r.status for r in runs] == ["KILLED", "KILLED"] and "time budget" in runs[0].tags["end_reason"]
+    assert len(runs[0].metrics["epoch_acc_forget"]) == 1  # stopped after its first epoch

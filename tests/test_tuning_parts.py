@@ -182,3 +182,35 @@ def test_bad_config_files_are_refused(tmp_path, text, message):
     assert message in str(err.value)
     with pytest.raises(ConfigFileError, match="does not exist"):
         load_run_file(tmp_path / "missing.toml")
+
+
+# -- dashboard -------------------------------------------------------------------------------------------
+def test_dashboard_serves_a_journal_study_on_loopback(tmp_path):
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "studies.log"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    optuna.create_study(study_name="seen", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "dashboard", "--storage", f"journal:{journal}",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, body = time.monotonic() + 30, None
+        while body is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as resp:
+                    body = json.load(resp)
+            except OSError:
+                time.sleep(0.3)
+        assert body is not None, "the dashboard did not answer"
+        assert [s["study_name"] for s in body["study_summaries"]] == ["seen"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -20,7 +20,7 @@ from ..host import Host
 from ..tracking import FINISHED, KILLED, Tracker
 from .holdout import choose, evaluate_holdout, judge, trial_rows
 from .objective import PARETO, SCORE
-from .study import Study, StudyResult, TuneConfig, Tuner
+from .study import Study, StudyResult, TuneConfig, Tuner, _ended
 
 log = logging.getLogger(__name__)
 __all__ = ["tune", "run_studies", "TuneConfig", "StudyResult", "Tuner", "PARETO", "SCORE"]
@@ -76,6 +76,8 @@ def run_local_workers(tuner: Tuner, study: Study) -> None:
     between them, since torch processes that each take every core run many times slower together."""
     cfg = tuner.cfg
     tuner.original_on_tuning_seeds(study)  # trained, cached and stored once, before the workers start
+    if sum(_ended(t) for t in study.optuna.get_trials(deepcopy=False)) >= cfg.trials:
+        return  # continuing a finished study: nothing for workers to do
     threads = max(1, (os.cpu_count() or 1) // cfg.workers)
     worker_cfg = replace(cfg, methods=[study.method], study=study.optuna.study_name, storage=tuner.storage.url,
                          workers=1, holdout_seeds=[], export=None, show_progress=False)

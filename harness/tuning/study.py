@@ -11,13 +11,14 @@ a trial that would exceed N because several workers started at once is refused b
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ from .. import __version__
 from ..cell import FINISHED as CELL_FINISHED, Callbacks, Cell, evaluate_cell
 from ..evaluation import run_attack
 from ..host import Host, default_host
-from ..plan import Plan, RunConfig, UsageError, plan
+from ..plan import RunConfig, UsageError, plan
 from ..tracking import FAILED, FINISHED, KILLED, MemoryTracker, Tracker, git_commit
-from .objective import PARETO, SCORE, Objective, Signals, normalised_distance, pareto_front
+from .objective import PARETO, SCORE, Objective
 from .space import SearchSpace, SpaceError, load_space_file, narrowed_space
 from .storage import (StorageError, StudyStorage, fail_dead_local_trials, fail_stale_trials, resolve_storage, retry,
                       worker_id)
@@ -110,6 +111,9 @@ class Tuner:
     """Plans every study of `config` up front (bad input fails before any trial or run), then runs them."""
 
     def __init__(self, config: TuneConfig, host: Host | None = None, tracker: Tracker | None = None):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours (see _trial_line)
         self.cfg, self.host = config, host or default_host()
         self.tracker = tracker if tracker is not None else MemoryTracker()
         _check_numbers(config)
@@ -381,6 +385,10 @@ class _TrialObjective:
             child.log_metrics({prefix + k: v for k, v in metrics.items()}, step=epoch)
             pct = metrics.get("epoch_pct_retrain", 0.0)
             if pct > t.objective.time_budget:
+                # Infeasible whatever comes next. The violation so far (a lower bound) is set as the time
+                # constraint, so the sampler ranks the trial among the infeasible ones and learns to avoid
+                # its region (a pruned trial without constraints would teach a multi-objective TPE nothing).
+                trial.set_constraint("time", (pct - t.objective.time_budget) / 100.0)
                 raise optuna.TrialPruned(f"over the time budget: {pct:.1f}% of retrain after epoch {epoch} "
                                          f"(budget {t.objective.time_budget:g}%)")
             if t.objective.kind == SCORE and len(plan_.seeds) == 1:
@@ -491,8 +499,6 @@ def _attack_metric(name: str) -> tuple[str, str]:
 
 
 def _check_signature(study, name: str, signature: dict, directions: list[str]) -> None:
-    import optuna
-
     theirs = study.user_attrs.get("signature")
     if [d.name.lower() for d in study.directions] != [d.lower() for d in directions]:
         raise UsageError(f"study {name!r} exists with {len(study.directions)} objective(s) "
@@ -500,16 +506,12 @@ def _check_signature(study, name: str, signature: dict, directions: list[str]) -
                          f"pick another --study name or the same --objective")
     if theirs is None:
         raise UsageError(f"study {name!r} exists but was not made by unlearn tune; pick another --study name")
-    # JSON round-trips turn tuples into lists: compare as JSON would store them.
-    import json
-
-    ours = json.loads(json.dumps(signature))
+    ours = json.loads(json.dumps(signature))  # as the storage keeps it (tuples become lists)
     differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if differ:
         detail = "; ".join(f"{k}: study has {theirs.get(k)!r}, this run {ours.get(k)!r}" for k in differ[:3])
         raise UsageError(f"study {name!r} exists with another configuration ({detail}); continue it with the same "
                          f"settings or pick another --study name")
-    del optuna
 
 
 def _tracking_folder(uri: str | None) -> Path:
@@ -519,6 +521,3 @@ def _tracking_folder(uri: str | None) -> Path:
     path = _sqlite_path(default_tracking_uri(uri))
     return path.parent if path is not None else (Path.cwd() / DEFAULT_DIR).resolve()
 
-
-def config_dict(cfg: TuneConfig) -> dict:
-    return asdict(cfg)
