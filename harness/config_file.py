@@ -29,15 +29,20 @@ class ConfigFileError(ValueError):
     """A config file that is missing, malformed or has unknown keys."""
 
 
-def load_run_file(path: str | Path) -> dict[str, Any]:
-    """The file's settings, keys normalised to underscores and checked against the known ones."""
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A TOML file's content; a ConfigFileError says in one line what is wrong with it."""
     try:
         with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigFileError(f"config file {path} does not exist") from None
+        raise ConfigFileError(f"{what} {path} does not exist") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigFileError(f"config file {path}: {exc}") from None
+        raise ConfigFileError(f"{what} {path}: {exc}") from None
+
+
+def load_run_file(path: str | Path) -> dict[str, Any]:
+    """The file's settings, keys normalised to underscores and checked against the known ones."""
+    raw = read_toml(path)
     data = {k.replace("-", "_"): v for k, v in raw.items()}
     unknown = sorted(set(data) - SCALARS - TABLES)
     if unknown:

@@ -13,11 +13,11 @@ error before any trial runs.
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..config_file import ConfigFileError, read_toml
 from ..params import Choice, Float, Int, Param, ParamError, resolve
 from ..registry import Method
 
@@ -60,12 +60,9 @@ def declared_space(method: Method) -> SearchSpace:
 
 def load_space_file(path: str | Path) -> dict[str, dict]:
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise SpaceError(f"space file {path} does not exist") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SpaceError(f"space file {path}: {exc}") from None
+        data = read_toml(path, "space file")
+    except ConfigFileError as exc:
+        raise SpaceError(str(exc)) from None
     bad = [k for k, v in data.items() if not isinstance(v, dict)]
     if bad:
         raise SpaceError(f"space file {path}: expected one [method] table per method, found plain key(s) {', '.join(bad)}")
