@@ -41,51 +41,44 @@ def children(env, parent_id):
     return runs[runs["tags.mlflow.parentRunId"] == parent_id]
 
 
-def test_two_workers_then_one_killed_mid_trial(tmp_path, data_dir, postgres_url):
+def test_workers_share_a_study_and_one_killed_mid_trial_loses_nothing(tmp_path, data_dir, postgres_url):
     env = env_for(tmp_path, data_dir)
     MlflowTracker(env["MLFLOW_TRACKING_URI"], "tuning-random")  # one MLflow store, made before the workers start
-
-    # two workers started together finish exactly 4 trials; beside them, on a slow study (0.5 s before each
-    # epoch), worker c is killed while it runs a trial and worker d finishes the study
-    pair = [start_worker(tmp_path, env, postgres_url, "pair", 4, f"machine-{k}") for k in "ab"]
     space = tmp_path / "space.toml"
-    space.write_text("[noisy-finetune]\npause = 0.5\nepochs = 2\n")
-    c = start_worker(tmp_path, env, postgres_url, "kill", 3, "machine-c", "--space", str(space))
-    d = start_worker(tmp_path, env, postgres_url, "kill", 3, "machine-d", "--space", str(space))
-    deadline = time.monotonic() + 90
-    victim = None
+    space.write_text("[noisy-finetune]\npause = 0.3\nepochs = 2\n")  # slow enough to be caught mid-trial
+
+    # three "machines" start together on one study of 5 trials; c is killed while it runs a trial
+    workers = {k: start_worker(tmp_path, env, postgres_url, "shared", 5, f"machine-{k}", "--space", str(space))
+               for k in "abc"}
+    deadline, victim = time.monotonic() + 90, None
     while victim is None and time.monotonic() < deadline:
         time.sleep(0.2)
         try:
-            running = optuna.load_study(study_name="kill", storage=postgres_url).get_trials(
+            running = optuna.load_study(study_name="shared", storage=postgres_url).get_trials(
                 states=(optuna.trial.TrialState.RUNNING,))
         except KeyError:  # the study is not created yet
             continue
         victim = next((t for t in running if str(t.user_attrs.get("worker", "")).startswith("machine-c:")
                        and t.user_attrs.get("mlflow_run_id")), None)
     assert victim is not None, "worker c never ran a trial"
-    os.kill(c.pid, signal.SIGKILL)
-    finish(c)
-    for w in (*pair, d):
-        out = finish(w)
-        assert w.returncode == 0, out[-3000:]
+    os.kill(workers["c"].pid, signal.SIGKILL)
+    finish(workers["c"])
+    for k in "ab":
+        out = finish(workers[k])
+        assert workers[k].returncode == 0, out[-3000:]
 
-    study = optuna.load_study(study_name="pair", storage=postgres_url)
-    ran = [t for t in study.get_trials() if not t.user_attrs.get("surplus")]
-    assert [t.state.name for t in ran] == ["COMPLETE"] * 4
-    assert len({t.user_attrs["mlflow_run_id"] for t in ran}) == 4
-    runs = children(env, study.user_attrs["mlflow_parent_run_id"])
-    assert sorted(runs["tags.trial_number"].astype(int)) == sorted(t.number for t in ran)
-    assert (runs["status"] == "FINISHED").all()
-
-    study = optuna.load_study(study_name="kill", storage=postgres_url)
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
     trials = {t.number: t for t in study.get_trials() if not t.user_attrs.get("surplus")}
     assert trials[victim.number].state.name == "FAIL"
     complete = [t for t in trials.values() if t.state.name == "COMPLETE"]
-    assert len(complete) == 3 and len(trials) == 4  # 3 ended, plus the killed one
+    assert len(complete) == 5 and len(trials) == 6  # exactly the 5 asked for, plus the killed one
+    assert len({t.user_attrs["mlflow_run_id"] for t in complete}) == 5  # none ran twice
     retried = [t for t in complete if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retried) == 1 and retried[0].params == victim.params
+    assert {t.user_attrs["worker"].split(":")[0] for t in complete} <= {"machine-a", "machine-b", "machine-c"}
+
+    # every worker's runs nest under the study's one parent; the killed trial's run is KILLED, not RUNNING
     runs = children(env, study.user_attrs["mlflow_parent_run_id"]).set_index("run_id")
+    assert set(runs.index) == {t.user_attrs["mlflow_run_id"] for t in trials.values()}
     assert runs.loc[victim.user_attrs["mlflow_run_id"], "status"] == "KILLED"
     assert (runs.loc[[t.user_attrs["mlflow_run_id"] for t in complete], "status"] == "FINISHED").all()
-

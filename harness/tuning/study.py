@@ -387,10 +387,11 @@ class _TrialObjective:
             child.log_metrics({prefix + k: v for k, v in metrics.items()}, step=epoch)
             pct = metrics.get("epoch_pct_retrain", 0.0)
             if pct > t.objective.time_budget:
-                # Infeasible whatever comes next. The violation so far (a lower bound) is set as the time
-                # constraint, so the sampler ranks the trial among the infeasible ones and learns to avoid
-                # its region (a pruned trial without constraints would teach a multi-objective TPE nothing).
-                trial.set_constraint("time", (pct - t.objective.time_budget) / 100.0)
+                # Infeasible whatever comes next, so the sampler must learn to avoid its region: a pruned
+                # trial without constraints teaches a multi-objective TPE nothing, and the violation so far is
+                # only a lower bound (it ranked such trials above finished ones that missed the utility
+                # constraint by a little). 1 + the violation so far ranks it below every finished trial.
+                trial.set_constraint("time", 1.0 + (pct - t.objective.time_budget) / 100.0)
                 raise optuna.TrialPruned(f"over the time budget: {pct:.1f}% of retrain after epoch {epoch} "
                                          f"(budget {t.objective.time_budget:g}%)")
             if t.objective.kind == SCORE and len(plan_.seeds) == 1:
