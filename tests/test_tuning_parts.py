@@ -99,7 +99,15 @@ def test_choose_takes_the_feasible_front_point_nearest_the_ideal_after_normalisi
     # normalised: trial 0 -> hypot(0.05, 0.75) = 0.75; trial 1 -> hypot(0.3, 0.05) = 0.30
     assert best["number"] == 1 and sorted(best["front"]) == [0, 1]
     assert best["distance"] == pytest.approx(normalised_distance(0.30, 0.02, 1.0, 0.4))
-    assert choose([_row(0, 0.1, 0.1, feasible=False)], "pareto", original) is None
+    # nothing feasible: the least violating complete trial, for the record only
+    rows = [{**_row(0, 0.1, 0.1, feasible=False), "constraints": {"utility": 0.05, "time": -0.1}},
+            {**_row(1, 0.0, 0.0, feasible=False), "constraints": {"utility": 0.30, "time": -0.1}},
+            {**_row(2, 0.0, 0.0, state="PRUNED", feasible=None), "constraints": {"time": 1.01}}]
+    closest = choose(rows, "pareto", original)
+    assert closest["number"] == 0 and closest["infeasible"]
+    assert "nothing to recommend" in judge([], OBJECTIVE, closest)["verdict"]
+    assert judge([], OBJECTIVE, closest)["recommended"] == "default"
+    assert choose([rows[2]], "pareto", original) is None
 
 
 def _holdout(config, seed, ratio, auc, valid=0.5, pct=10.0):
@@ -111,16 +119,16 @@ def test_judge_recommends_only_a_feasible_configuration_better_on_held_out_seeds
     original = [_holdout("original", s, 2.0, 0.9) for s in (1, 2)]
     better = original + [_holdout("default", s, 1.4, 0.65) for s in (1, 2)] + \
         [_holdout("tuned", s, 1.05, 0.52) for s in (1, 2)]
-    verdict = judge(better, OBJECTIVE, has_tuned=True)
+    verdict = judge(better, OBJECTIVE, {"number": 3})
     assert verdict["recommended"] == "tuned" and "2 of 2 seeds" in verdict["verdict"]
     assert verdict["summary"]["tuned"]["distance"][0] < verdict["summary"]["default"]["distance"][0]
 
     worse = original + [_holdout("default", s, 1.1, 0.55) for s in (1, 2)] + \
         [_holdout("tuned", s, 1.3, 0.6) for s in (1, 2)]
-    assert judge(worse, OBJECTIVE, has_tuned=True)["recommended"] == "default"
+    assert judge(worse, OBJECTIVE, {"number": 3})["recommended"] == "default"
     broken = original + [_holdout("default", s, 1.4, 0.65) for s in (1, 2)] + \
         [_holdout("tuned", s, 1.0, 0.5, valid=0.3) for s in (1, 2)]  # ideal numbers, but utility is gone
-    result = judge(broken, OBJECTIVE, has_tuned=True)
+    result = judge(broken, OBJECTIVE, {"number": 3})
     assert result["recommended"] == "default" and "breaks a constraint" in result["verdict"]
 
 

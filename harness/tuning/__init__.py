@@ -114,7 +114,7 @@ def finish(tuner: Tuner, study: Study, wall_seconds: float) -> StudyResult:
     tuned = chosen["params"] if chosen else None
     full_tuned = study.space.method.resolve({**study.space.fixed, **tuned}) if tuned else None
     holdout_rows = evaluate_holdout(tuner, study, full_tuned, parent)
-    verdict = judge(holdout_rows, objective, has_tuned=chosen is not None)
+    verdict = judge(holdout_rows, objective, chosen)
     recommended = full_tuned if verdict["recommended"] == "tuned" else study.space.defaults
     summary = {
         "study": study.optuna.study_name, "storage": study.storage.display, "method": study.method,
@@ -139,7 +139,7 @@ def finish(tuner: Tuner, study: Study, wall_seconds: float) -> StudyResult:
 
 def _strip(chosen: dict | None) -> dict | None:
     return None if chosen is None else {k: v for k, v in chosen.items() if k in (
-        "number", "params", "values", "objective", "distance", "front", "metrics")}
+        "number", "params", "values", "objective", "distance", "front", "metrics", "infeasible")}
 
 
 def _counts(rows: list[dict]) -> dict:

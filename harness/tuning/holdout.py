@@ -46,10 +46,18 @@ def trial_rows(study) -> list[dict]:
 
 def choose(rows: list[dict], kind: str, original: dict) -> dict | None:
     """The configuration to judge on held-out seeds: the feasible Pareto trial with the smallest normalised
-    distance (Pareto studies), or the feasible trial with the lowest score (score studies)."""
-    feasible = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"]]
+    distance (Pareto studies), or the feasible trial with the lowest score (score studies).
+
+    With no feasible trial, the complete trial that breaks the constraints least is returned, marked
+    `infeasible`: it is shown on the held-out seeds for the record (what the search got to), never
+    recommended. None when no trial completed."""
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    feasible = [r for r in complete if r["feasible"]]
     if not feasible:
-        return None
+        if not complete:
+            return None
+        violation = lambda r: sum(max(0.0, v) for v in r["constraints"].values() if v is not None)  # noqa: E731
+        return {**min(complete, key=lambda r: (violation(r), r["values"])), "infeasible": True}
     if kind == PARETO:
         front = [feasible[i] for i in pareto_front([tuple(r["values"]) for r in feasible])]
         for r in front:
@@ -105,7 +113,7 @@ def _line(m: dict, attack_metric: str) -> str:
     return ", ".join(parts)
 
 
-def judge(rows: list[dict], objective, has_tuned: bool) -> dict:
+def judge(rows: list[dict], objective, chosen: dict | None) -> dict:
     """Per config: mean and std over held-out seeds of the metrics and of the normalised distance (each
     seed normalised by that seed's original); the verdict and the recommended config."""
     by = {c: [r for r in rows if r["config"] == c and r["status"] == FINISHED] for c in CONFIGS}
@@ -133,9 +141,12 @@ def judge(rows: list[dict], objective, has_tuned: bool) -> dict:
             stats["feasible"] = bool(util) and float(np.mean(util)) <= 0 and float(np.mean(time_)) <= 0
         summary[config] = stats
     d, t = summary.get("default"), summary.get("tuned")
-    if not has_tuned:
-        verdict, recommended = ("no trial was feasible on the tuning seeds: nothing to recommend; the defaults stay",
-                                "default")
+    if chosen is None:
+        verdict, recommended = "no trial completed: nothing to recommend; the defaults stay", "default"
+    elif chosen.get("infeasible"):
+        verdict, recommended = (f"no trial was feasible on the tuning seeds: nothing to recommend, the defaults stay "
+                                f"(trial {chosen['number']}, the one closest to the constraints, is shown as 'tuned' "
+                                f"for the record)"), "default"
     elif d is None or t is None or "distance" not in t:
         verdict, recommended = "the held-out evaluation failed: nothing recommended", "default"
     elif not t["feasible"]:
