@@ -160,6 +160,9 @@ def judge(rows: list[dict], objective, chosen: dict | None) -> dict:
     else:
         verdict = (f"tuned is NOT better than the defaults on the held-out seeds (normalised distance "
                    f"{t['distance'][0]:.3f} vs {d['distance'][0]:.3f}): the defaults stay")
+        if not d.get("feasible"):
+            verdict += (" although they break a constraint (mean validation accuracy or time) there: no "
+                        "configuration found meets the constraints and forgets as well")
         recommended = "default"
     return {"summary": summary, "verdict": verdict, "recommended": recommended}
 
