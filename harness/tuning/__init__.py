@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -151,18 +152,22 @@ def _counts(rows: list[dict]) -> dict:
 
 
 def _pruning(rows: list[dict]) -> dict:
-    """How many trials were stopped early, the time they ran, and the time saved against running them to
-    the end at the median length of the completed trials."""
-    done = sorted(r["seconds"] for r in rows if r["state"] == "COMPLETE" and r["seconds"])
+    """How many trials were stopped early, the time they ran, and about how much time stopping saved: a
+    trial stopped after epoch k of its `epochs` would have run about epochs / k times as long (time taken
+    as linear in epochs; trials without an `epochs` parameter are not estimated)."""
     pruned = [r for r in rows if r["state"] == "PRUNED"]
-    ran = sum(r["seconds"] or 0 for r in pruned)
-    median = done[len(done) // 2] if done else 0.0
     reasons: dict[str, int] = {}
+    ran = saved = 0.0
     for r in pruned:
         key = "time budget" if "time budget" in (r["reason"] or "") else "pruner"
         reasons[key] = reasons.get(key, 0) + 1
-    return {"pruned": len(pruned), "pruned_seconds": ran, "median_complete_seconds": median,
-            "saved_seconds_estimate": max(0.0, len(pruned) * median - ran), "reasons": reasons}
+        seconds = r["seconds"] or 0.0
+        ran += seconds
+        match = re.search(r"after epoch (\d+)", r["reason"] or "")
+        planned = r["params"].get("epochs")
+        if match and isinstance(planned, (int, float)) and int(match[1]) > 0:
+            saved += max(0.0, seconds * planned / int(match[1]) - seconds)
+    return {"pruned": len(pruned), "pruned_seconds": ran, "saved_seconds_estimate": saved, "reasons": reasons}
 
 
 def _forget_overlap(tuner: Tuner) -> dict:

@@ -116,7 +116,7 @@ def facts(summary: dict) -> list[str]:
         f"of the held-out images); judged on seeds {', '.join(map(str, summary['holdout_seeds']))} ('judge' half)",
         f"- trials: {len(summary['trials'])} ({counts}), {c['feasible']} feasible; pruned {pr['pruned']} "
         f"({', '.join(f'{k}: {v}' for k, v in pr['reasons'].items()) or 'none'}), which ran {pr['pruned_seconds']:.0f} s "
-        f"and saved about {pr['saved_seconds_estimate']:.0f} s against running them to the median length",
+        f"and saved about {pr['saved_seconds_estimate']:.0f} s (had they run all their epochs)",
         f"- time: {summary['wall_seconds']:.0f} s for the trials ({summary['trial_seconds']:.0f} s in trials), "
         f"held-out evaluation after",
         f"- the original on the tuning split: F/V ratio {summary['original_tuning']['forget_val_ratio']:.3f}, "

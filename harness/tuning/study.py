@@ -397,7 +397,8 @@ class _TrialObjective:
             if t.objective.kind == SCORE and len(plan_.seeds) == 1:
                 trial.report(t.objective.intermediate(metrics, self.original["acc_validation"]), step)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"median pruner at epoch {epoch}: intermediate score below the median")
+                    raise optuna.TrialPruned(f"median pruner after epoch {epoch}: intermediate score worse than the "
+                                             f"median of earlier trials at this step")
 
         rows = []
         try:
