@@ -433,7 +433,8 @@ def _study_report(store, parents: list[dict], output: str | None, head: list[str
                 figure = str(figure_path.relative_to(Path(output).parent))
             except Exception:
                 figure = None  # score studies have no Pareto front
-        commands.append(summary.get("command") or "?")
+        if summary.get("command") not in commands:
+            commands.append(summary.get("command") or "?")
         sections.append(study_markdown(summary, run_id, figure))
     lines = [*head, "", "Regenerate with:", "", "```bash", *commands, regenerate, "```", "", *sections]
     return "\n".join(lines) + "\n"

@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -40,7 +39,6 @@ def run_studies(tuner: Tuner) -> list[StudyResult]:
     studies = tuner.open_all()
     results = []
     for study in studies:
-        start = time.monotonic()
         try:
             if config.workers > 1:
                 run_local_workers(tuner, study)
@@ -56,7 +54,7 @@ def run_studies(tuner: Tuner) -> list[StudyResult]:
                                        study.parent_run_id, {"trials": trial_rows(study.optuna)}))
             continue
         try:
-            results.append(finish(tuner, study, time.monotonic() - start))
+            results.append(finish(tuner, study))
         except KeyboardInterrupt:
             _interrupted(tuner, study)
             raise
@@ -73,8 +71,11 @@ def _interrupted(tuner: Tuner, study: Study) -> None:
 
 
 def run_local_workers(tuner: Tuner, study: Study) -> None:
-    """`workers` processes on this host share the study (journal file or RDB); the cores are divided
-    between them, since torch processes that each take every core run many times slower together."""
+    """`workers` processes on this host share the study (journal file or RDB): this one and K - 1 worker
+    processes. The cores are divided between them, since torch processes that each take every core run
+    many times slower together."""
+    import torch
+
     cfg = tuner.cfg
     tuner.original_on_tuning_seeds(study)  # trained, cached and stored once, before the workers start
     if sum(_ended(t) for t in study.optuna.get_trials(deepcopy=False)) >= cfg.trials:
@@ -88,8 +89,11 @@ def run_local_workers(tuner: Tuner, study: Study) -> None:
            "HARNESS_THREADS": str(threads)}
     log.info("study %s: %d workers with %d torch thread(s) each", study.optuna.study_name, cfg.workers, threads)
     procs = [subprocess.Popen([sys.executable, "-m", "harness.tuning.worker", fh.name], env=env)
-             for _ in range(cfg.workers)]
+             for _ in range(cfg.workers - 1)]
+    before = torch.get_num_threads()
     try:
+        torch.set_num_threads(threads)
+        tuner.run_trials(study)  # this process is a worker too
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         for p in procs:
@@ -98,14 +102,15 @@ def run_local_workers(tuner: Tuner, study: Study) -> None:
             p.wait()
         raise
     finally:
+        torch.set_num_threads(before)
         os.unlink(fh.name)
     bad = [c for c in codes if c != 0]
     if bad:
         log.warning("%d worker(s) ended with status %s; their unfinished trials are retried here", len(bad), bad)
-    tuner.run_trials(study)  # whatever is left (a worker that died)
+        tuner.run_trials(study)  # whatever they left (a worker that died)
 
 
-def finish(tuner: Tuner, study: Study, wall_seconds: float) -> StudyResult:
+def finish(tuner: Tuner, study: Study) -> StudyResult:
     """Choose, judge on the held-out seeds, write tuning.json and the figures to the parent, export."""
     cfg, objective = tuner.cfg, tuner.objective
     rows = trial_rows(study.optuna)
@@ -125,7 +130,7 @@ def finish(tuner: Tuner, study: Study, wall_seconds: float) -> StudyResult:
         "precision": tuner.plan.profile.precision, "device": tuner.refs().device_name,
         "original_tuning": original, "trials": rows, "chosen": _strip(chosen), "tuned_params": full_tuned,
         "holdout": holdout_rows, **verdict, "recommended_params": recommended,
-        "counts": _counts(rows), "pruning": _pruning(rows), "wall_seconds": wall_seconds,
+        "counts": _counts(rows), "pruning": _pruning(rows), "wall_seconds": _span(study.optuna),
         "trial_seconds": sum(r["seconds"] or 0 for r in rows), "command": cfg.command,
         "forget_overlap": _forget_overlap(tuner),
     }
@@ -136,6 +141,14 @@ def finish(tuner: Tuner, study: Study, wall_seconds: float) -> StudyResult:
                         for k, v in stats.items() if isinstance(v, list) and v[0] == v[0]})
     parent.end(FINISHED)
     return StudyResult(study.method, study.optuna.study_name, study.storage.display, study.parent_run_id, summary)
+
+
+def _span(study) -> float:
+    """Seconds from the first trial's start to the last one's end, over every session and worker."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
+    if not trials:
+        return 0.0
+    return (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
 
 
 def _strip(chosen: dict | None) -> dict | None:

@@ -117,8 +117,8 @@ def facts(summary: dict) -> list[str]:
         f"- trials: {len(summary['trials'])} ({counts}), {c['feasible']} feasible; pruned {pr['pruned']} "
         f"({', '.join(f'{k}: {v}' for k, v in pr['reasons'].items()) or 'none'}), which ran {pr['pruned_seconds']:.0f} s "
         f"and saved about {pr['saved_seconds_estimate']:.0f} s (had they run all their epochs)",
-        f"- time: {summary['wall_seconds']:.0f} s for the trials ({summary['trial_seconds']:.0f} s in trials), "
-        f"held-out evaluation after",
+        f"- time: {summary['wall_seconds']:.0f} s from the first trial's start to the last one's end "
+        f"({summary['trial_seconds']:.0f} s in trials), held-out evaluation after",
         f"- the original on the tuning split: F/V ratio {summary['original_tuning']['forget_val_ratio']:.3f}, "
         f"{o['attack_metric']} {summary['original_tuning'][o['attack_metric']]:.3f}, validation "
         f"{summary['original_tuning']['acc_validation']:.3f}",
@@ -132,13 +132,15 @@ def study_markdown(summary: dict, parent_run_id: str, figure: str | None = None)
     rule = ("the feasible Pareto trial with the smallest normalised distance sqrt((ratio/ratio_0)^2 + "
             "(attack/attack_0)^2), ratio_0 and attack_0 being the original's" if summary["objective"]["kind"] == "pareto"
             else "the feasible trial with the lowest score")
-    lines = [f"## {summary['method']}", "", *facts(summary), f"- parent run `{parent_run_id}`", "",
+    lines = [f"## {summary['method']} (study {summary['study']})", "", *facts(summary), f"- parent run `{parent_run_id}`", "",
              f"### Held-out seeds {', '.join(map(str, summary['holdout_seeds']))}: mean ± std", "",
              *holdout_table(summary), "",
              "distance: the normalised distance to (ratio 1, attack ideal) on each seed, 0 ideal, 1.41 as far as the "
              "original. Gaps to retrain are shown, never optimised.", "",
              f"**Verdict:** {summary['verdict']}.", "",
-             f"Chosen from the tuning trials: {rule}: trial {chosen['number'] if chosen else '-'}.", "",
+             (f"No trial was feasible on the tuning seeds; 'tuned' is the complete trial closest to the constraints, "
+              f"trial {chosen['number']}, for the record." if chosen and chosen.get("infeasible") else
+              f"Chosen from the tuning trials: {rule}: trial {chosen['number'] if chosen else '-'}."), "",
              "### Parameters", "", *params_table(summary), ""]
     if figure:
         lines += [f"![Pareto front of {summary['study']}]({figure})", ""]
