@@ -357,7 +357,7 @@ class _TrialObjective:
 
     def __init__(self, tuner: Tuner, study: Study, original: dict):
         self.tuner, self.study, self.original = tuner, study, original
-        self.parent = tuner.tracker.reopen(study.parent_run_id) if hasattr(tuner.tracker, "reopen") else None
+        self.parent = tuner.tracker.reopen(study.parent_run_id)  # RUNNING again while trials run
 
     def __call__(self, trial):
         import optuna
