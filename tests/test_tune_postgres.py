@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 
 import mlflow
 import optuna
@@ -45,21 +46,23 @@ def test_workers_share_a_study_and_one_killed_mid_trial_loses_nothing(tmp_path, 
     env = env_for(tmp_path, data_dir)
     MlflowTracker(env["MLFLOW_TRACKING_URI"], "tuning-random")  # one MLflow store, made before the workers start
     space = tmp_path / "space.toml"
-    space.write_text("[noisy-finetune]\npause = 0.3\nepochs = 2\n")  # slow enough to be caught mid-trial
+    space.write_text("[noisy-finetune]\npause = 0.5\nepochs = 2\n")  # slow enough to be caught mid-trial
 
     # three "machines" start together on one study of 4 trials; c is killed while it runs a trial
     workers = {k: start_worker(tmp_path, env, postgres_url, "shared", 4, f"machine-{k}", "--space", str(space))
                for k in "abc"}
     deadline, victim = time.monotonic() + 90, None
     while victim is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
         try:
             running = optuna.load_study(study_name="shared", storage=postgres_url).get_trials(
                 states=(optuna.trial.TrialState.RUNNING,))
         except KeyError:  # the study is not created yet
             continue
+        # a trial c started moments ago: it has at least 0.5 s of pauses left, so it is killed mid-trial
         victim = next((t for t in running if str(t.user_attrs.get("worker", "")).startswith("machine-c:")
-                       and t.user_attrs.get("mlflow_run_id")), None)
+                       and t.user_attrs.get("mlflow_run_id")
+                       and (datetime.now() - t.datetime_start).total_seconds() < 0.5), None)
     assert victim is not None, "worker c never ran a trial"
     os.kill(workers["c"].pid, signal.SIGKILL)
     finish(workers["c"])
