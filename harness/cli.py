@@ -224,10 +224,6 @@ def tune(**opts):
     from .tuning.study import Tuner
 
     opts = _parsed_tables(opts)
-    attack = opts["attack_metric"].partition("/")[0]
-    stray = sorted(set(opts["attack_options"]) - {attack})
-    if stray:
-        raise click.UsageError(f"--attack-option given for attack(s) not in this study: {', '.join(stray)}")
     holdout = [] if opts["holdout_seeds"].strip().lower() == "none" else _parse_seeds(opts["holdout_seeds"])
     config = TuneConfig(
         methods=list(opts["methods"]), trials=opts["trials"], seeds=_parse_seeds(opts["seeds"]), holdout_seeds=holdout,
@@ -352,11 +348,12 @@ def report(run_ids, experiment, tracking_uri, output, title, preamble):
     try:
         store = MlflowStore(tracking_uri)
         ids = list(run_ids) or [store.latest_parent(experiment)]
-        parents = [store.parent(i) for i in ids]
     except (FileNotFoundError, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        parents = [store.parent(i) for i in ids]
     except Exception as exc:  # MLflow's "run not found" and the like
-        raise click.ClickException(f"cannot read run(s) {', '.join(run_ids)} from {store.uri}: {exc}") from None
+        raise click.ClickException(f"cannot read run(s) {', '.join(ids)} from {store.uri}: {exc}") from None
     kinds = {p["tags"].get("run_kind") for p in parents}
     if len(kinds) > 1 or (len(ids) > 1 and kinds != {"study"}):
         raise click.UsageError("several RUN_IDS must all be study parents of `unlearn tune`; report a run on its own")
@@ -403,12 +400,8 @@ def _run_report(store, parent, title, regenerate, preamble: str | None) -> str:
     frame = pd.DataFrame(rows)
     failures = [{"method": r["method"], "seed": r["seed"], "error": r.get("error") or r["status"]}
                 for r in rows if r["status"] != "FINISHED"]
-    text = results_markdown(summarize(frame), frame, config.get("metrics", {}), title=title, command=command,
-                            facts=facts, failures=failures)
-    if preamble:
-        first, rest = text.split("\n", 1)
-        text = f"{first}\n\n{preamble}\n{rest}"
-    return text
+    return results_markdown(summarize(frame), frame, config.get("metrics", {}), title=title, command=command,
+                            facts=facts, failures=failures, preamble=preamble)
 
 
 def _study_report(store, parents: list[dict], output: str | None, head: list[str], regenerate: str) -> str:

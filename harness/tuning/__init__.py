@@ -44,17 +44,13 @@ def run_studies(tuner: Tuner) -> list[StudyResult]:
                 run_local_workers(tuner, study)
             else:
                 tuner.run_trials(study)
-        except KeyboardInterrupt:
-            _interrupted(tuner, study)
-            raise
-        if tuner.holdout_plan is None:
-            log.info("study %s: no held-out seeds, so nothing is judged or recommended here (another worker may)",
-                     study.optuna.study_name)
-            results.append(StudyResult(study.method, study.optuna.study_name, study.storage.display,
-                                       study.parent_run_id, {"trials": trial_rows(study.optuna)}))
-            continue
-        try:
-            results.append(finish(tuner, study))
+            if tuner.holdout_plan is not None:
+                results.append(finish(tuner, study))
+            else:
+                log.info("study %s: no held-out seeds, so nothing is judged or recommended here (another worker "
+                         "may)", study.optuna.study_name)
+                results.append(StudyResult(study.method, study.optuna.study_name, study.storage.display,
+                                           study.parent_run_id, {"trials": trial_rows(study.optuna)}))
         except KeyboardInterrupt:
             _interrupted(tuner, study)
             raise

@@ -37,7 +37,7 @@ def trial_rows(study) -> list[dict]:
             if t.state.name == "COMPLETE" else None,
             "metrics": {k: v for k, v in a.items() if isinstance(v, float) and not k.startswith(("objective/", "constraint/"))},
             "objective": {k.split("/", 1)[1]: v for k, v in a.items() if k.startswith("objective/")},
-            "seconds": t.duration.total_seconds() if t.duration else a.get("seconds"),
+            "seconds": t.duration.total_seconds() if t.duration else None,
             "reason": a.get("reason") or a.get("error"), "baseline": a.get("baseline"),
             "mlflow_run_id": a.get("mlflow_run_id"), "worker": a.get("worker"),
         })
@@ -120,25 +120,25 @@ def judge(rows: list[dict], objective, chosen: dict | None) -> dict:
     originals = {r["seed"]: r for r in by["original"]}
     keys = ["acc_retain", "acc_forget", "acc_validation", "acc_test", "forget_val_ratio", objective.attack_metric,
             "pct_retrain_time", "unlearn_seconds", "gap_acc_forget", "gap_acc_validation"]
+    # each default / tuned row against its own seed's original: signals and normalised distance, once
+    judged = {}
+    for config in ("default", "tuned"):
+        for r in by[config]:
+            o = originals.get(r["seed"])
+            if o is not None:
+                s, so = objective.signals(r, o["acc_validation"]), objective.reference(o)
+                judged[config, r["seed"]] = (s, normalised_distance(s.ratio, s.attack, so.ratio, so.attack))
     summary = {}
     for config, items in by.items():
         if not items:
             continue
         stats = {k: _mean_std([r[k] for r in items if k in r]) for k in keys}
-        if config not in ("original", "retrain") and originals:
-            dist, util, time_ = [], [], []
-            for r in items:
-                o = originals.get(r["seed"])
-                if o is None:
-                    continue
-                s = objective.signals(r, o["acc_validation"])
-                so = objective.signals({**o, "pct_retrain_time": 0.0}, o["acc_validation"])
-                dist.append(normalised_distance(s.ratio, s.attack, so.ratio, so.attack))
-                util.append(s.utility)
-                time_.append(s.time)
-            stats["distance"] = _mean_std(dist)
-            stats["feasible_seeds"] = int(sum(u <= 0 and t <= 0 for u, t in zip(util, time_)))
-            stats["feasible"] = bool(util) and float(np.mean(util)) <= 0 and float(np.mean(time_)) <= 0
+        mine = [v for (c, _), v in judged.items() if c == config]
+        if mine:
+            stats["distance"] = _mean_std([dist for _, dist in mine])
+            stats["feasible_seeds"] = int(sum(s.feasible for s, _ in mine))
+            stats["feasible"] = float(np.mean([s.utility for s, _ in mine])) <= 0 and \
+                float(np.mean([s.time for s, _ in mine])) <= 0
         summary[config] = stats
     d, t = summary.get("default"), summary.get("tuned")
     if chosen is None:
@@ -153,7 +153,9 @@ def judge(rows: list[dict], objective, chosen: dict | None) -> dict:
         verdict, recommended = ("the tuned configuration breaks a constraint on the held-out seeds (mean validation "
                                 "accuracy or time): the defaults stay"), "default"
     elif t["distance"][0] < d["distance"][0]:
-        better = _paired_wins(rows, objective)
+        seeds = [seed for c, seed in judged if c == "tuned" and ("default", seed) in judged]
+        wins = sum(judged["tuned", seed][1] < judged["default", seed][1] for seed in seeds)
+        better = f"{wins} of {len(seeds)} seeds"
         verdict = (f"tuned is closer to ideal on the held-out seeds (normalised distance {t['distance'][0]:.3f} vs "
                    f"{d['distance'][0]:.3f} for the defaults; better on {better}) and feasible: recommended")
         recommended = "tuned"
@@ -165,28 +167,6 @@ def judge(rows: list[dict], objective, chosen: dict | None) -> dict:
                         "configuration found meets the constraints and forgets as well")
         recommended = "default"
     return {"summary": summary, "verdict": verdict, "recommended": recommended}
-
-
-def _paired_wins(rows: list[dict], objective) -> str:
-    """'k of n seeds': on how many held-out seeds tuned beat default."""
-    per = {}
-    for r in rows:
-        if r["status"] == FINISHED:
-            per.setdefault(r["seed"], {})[r["config"]] = r
-    wins = n = 0
-    for seed, c in per.items():
-        if not all(k in c for k in ("original", "default", "tuned")):
-            continue
-        o = c["original"]
-        so = objective.signals({**o, "pct_retrain_time": 0.0}, o["acc_validation"])
-
-        def distance(row: dict) -> float:
-            s = objective.signals(row, o["acc_validation"])
-            return normalised_distance(s.ratio, s.attack, so.ratio, so.attack)
-
-        wins += distance(c["tuned"]) < distance(c["default"])
-        n += 1
-    return f"{wins} of {n} seeds"
 
 
 def _mean_std(values: list[float]) -> list[float]:

@@ -70,6 +70,10 @@ class Objective:
         score = ratio + ATTACK_WEIGHT * attack + PENALTY * (max(0.0, utility) + max(0.0, time))
         return Signals(ratio, attack, utility, time, score)
 
+    def reference(self, original: dict) -> Signals:
+        """The original model's signals on a split (no time cost): what distances are normalised by."""
+        return self.signals({**original, "pct_retrain_time": 0.0}, original["acc_validation"])
+
     def values(self, s: Signals) -> list[float]:
         return [s.ratio, s.attack] if self.kind == PARETO else [s.score]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -26,7 +25,6 @@ import numpy as np
 
 from .. import __version__
 from ..cell import FINISHED as CELL_FINISHED, Callbacks, Cell, evaluate_cell
-from ..evaluation import run_attack
 from ..host import Host, default_host
 from ..plan import RunConfig, UsageError, plan
 from ..tracking import FAILED, FINISHED, KILLED, MemoryTracker, Tracker, git_commit
@@ -94,7 +92,6 @@ class Study:
     optuna: Any  # optuna.Study
     storage: StudyStorage
     parent_run_id: str
-    created: bool
 
 
 @dataclass
@@ -245,7 +242,7 @@ class Tuner:
             parent = run.run_id
             study.set_user_attr("mlflow_parent_run_id", parent)
             study.set_user_attr("mlflow_experiment", self.experiment)
-        return Study(method, self.spaces[method], self.objective, study, self.storage, parent, created)
+        return Study(method, self.spaces[method], self.objective, study, self.storage, parent)
 
     def _sampler(self):
         import optuna
@@ -296,17 +293,14 @@ class Tuner:
             return known
         rows = []
         for seed in self.plan.seeds:
-            refs = self.refs().for_split(self.plan.splits[seed], retrain=False)
-            out = refs.original_out
-            attack = self.plan.attacks[0]
-            m = {"acc_validation": out.accuracy("validation"), "acc_forget": out.accuracy("forget"),
-                 "acc_retain": out.accuracy("retain")}
-            m["forget_val_ratio"] = m["acc_forget"] / m["acc_validation"]
-            m.update(run_attack(attack.component, attack.params, refs.attack_input(out, refs.prepared(
-                attack.component, attack.params))))
-            rows.append(m)
-        original = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-        s = self.objective.signals({**original, "pct_retrain_time": 0.0}, original["acc_validation"])
+            split = self.plan.splits[seed]
+            row = self.plan.cells(split)[0]  # the original reference row: its metrics and attacks
+            result = evaluate_cell(row, self.refs().for_split(split, retrain=False))
+            if result.attack_errors:
+                raise RuntimeError(f"the attack failed on the original model: {next(iter(result.attack_errors.values()))}")
+            rows.append(result.metrics)
+        original = _mean(rows)
+        s = self.objective.reference(original)
         original.update({"objective/ratio": s.ratio, "objective/attack": s.attack})
         study.optuna.set_user_attr("original", original)
         return original
@@ -420,7 +414,6 @@ class _TrialObjective:
         except optuna.TrialPruned as exc:
             trial.set_user_attr("counted", True)
             trial.set_user_attr("reason", str(exc))
-            trial.set_user_attr("seconds", _seconds(trial))
             child.set_tags({"trial_state": "PRUNED", "end_reason": str(exc)})
             child.end(KILLED)
             raise
@@ -435,7 +428,7 @@ class _TrialObjective:
             child.set_tags({"trial_state": "FAIL", "end_reason": str(exc)[:500]})
             child.end(FAILED)
             raise
-        metrics = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(k in r for r in rows)}
+        metrics = _mean(rows)
         signals = t.objective.signals(metrics, self.original["acc_validation"])
         trial.set_constraint("utility", signals.utility)
         trial.set_constraint("time", signals.time)
@@ -447,10 +440,9 @@ class _TrialObjective:
         return t.objective.values(signals)
 
 
-def _seconds(trial) -> float:
-    from datetime import datetime
-
-    return (datetime.now() - trial.datetime_start).total_seconds() if trial.datetime_start else math.nan
+def _mean(rows: list[dict]) -> dict:
+    """Metrics averaged over the tuning seeds (those every seed has)."""
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if all(k in r for r in rows)}
 
 
 def _trial_line(trial, bar, objective: Objective) -> None:
