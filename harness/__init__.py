@@ -5,16 +5,17 @@ contract (hooks, method / attack / scenario / model signatures, `Context`, `Unle
 `AttackInput`): it changes only when that contract changes, so a plugin can check it at import.
 """
 from .context import Context, UnlearningData
-from .evaluation import AttackInput, Outputs, PrepareInput
+from .evaluation import AttackInput, AttackResult, Outputs, PrepareInput, ReferenceOutputs
 from .hookspecs import hookimpl
 from .metrics import Metric
 from .params import Choice, Float, Int, ParamError, sgd_options, sgd_space
 from .splits import Pool
 
 __version__ = "0.2.0"
-__api_version__ = 2
+__api_version__ = 3
 __all__ = ["hookimpl", "Int", "Float", "Choice", "ParamError", "Metric", "sgd_space", "sgd_options",
-           "Context", "UnlearningData", "AttackInput", "PrepareInput", "Outputs", "Pool",
+           "Context", "UnlearningData", "AttackInput", "AttackResult", "PrepareInput", "Outputs", "ReferenceOutputs",
+           "Pool",
            "__version__", "__api_version__"]
 
 

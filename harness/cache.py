@@ -60,15 +60,37 @@ class ModelCache:
             return None
 
     def save(self, key: str, model: nn.Module, meta: dict) -> Path:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        return self._write(self.path(key), {"state_dict": state, "meta": meta})
+
+    def logits_path(self, key: str) -> Path:
+        return self.root / f"{key}.logits.pt"
+
+    def load_logits(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(indices, float16 logits) cached for model `key`, or None (a bad file is removed, like a model)."""
+        path = self.logits_path(key)
+        if not path.exists():
+            return None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            return blob["indices"], blob["logits"]
+        except Exception as exc:
+            log.warning("cached logits %s are unreadable (%s: %s); removing them", path, type(exc).__name__, exc)
+            path.unlink(missing_ok=True)
+            return None
+
+    def save_logits(self, key: str, indices: torch.Tensor, logits: torch.Tensor) -> Path:
+        return self._write(self.logits_path(key), {"indices": indices.cpu(), "logits": logits.half().cpu()})
+
+    def _write(self, path: Path, blob: dict) -> Path:
         """Write atomically: a crash mid-write never leaves a file that looks complete."""
         self.root.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
         os.close(fd)
         try:
-            torch.save({"state_dict": state, "meta": meta}, tmp)
-            os.replace(tmp, self.path(key))
+            torch.save(blob, tmp)
+            os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return self.path(key)
+        return path

@@ -12,6 +12,7 @@ failure, with the reason.
 from __future__ import annotations
 
 import copy
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -87,6 +88,8 @@ class CellResult:
     error: str | None = None  # one line
     traceback: str | None = None
     attack_errors: dict[str, str] = field(default_factory=dict)  # attack name -> traceback
+    skipped: dict[str, str] = field(default_factory=dict)  # attack name -> why it could not run here
+    tables: dict = field(default_factory=dict)  # "attack/table" -> DataFrame (e.g. the most exposed samples)
     info: dict = field(default_factory=dict)  # facts for tags (e.g. where a reference was trained)
 
     @property
@@ -141,8 +144,9 @@ def evaluate_cell(cell: Cell, refs: SplitReferences, callbacks: Callbacks | None
     metrics.update({"unlearn_seconds": elapsed, "eval_overhead_seconds": ctx.overhead_s,
                     "retrain_seconds": retrain_clock.estimate,
                     "pct_retrain_time": 100.0 * elapsed / retrain_clock.estimate})
-    attack_metrics, attack_errors = _attack(cell, refs, out)
-    return CellResult(cell, FINISHED, {**metrics, **attack_metrics}, ctx.history, attack_errors=attack_errors)
+    result = CellResult(cell, FINISHED, metrics, ctx.history)
+    _attack(result, refs, out, lambda n: _reruns(cell, refs, n))
+    return result
 
 
 def method_arguments(original: nn.Module, dataset: ImageData, retain: torch.Tensor, forget: torch.Tensor,
@@ -192,23 +196,66 @@ def _reference(cell: Cell, refs: SplitReferences) -> CellResult:
         raise ValueError(f"unknown reference row {cell.name!r}: expected one of {', '.join(REFERENCES)}")
     history = [{"epoch": row["epoch"], "train_loss": row["loss"], "train_acc": row["acc"]}
                for row in trained.meta.get("history", [])]
-    attack_metrics, attack_errors = _attack(cell, refs, out)
     info = {"cached": trained.meta["cached"], "trained_on": trained.meta.get("train_device", "?"),
             "cache_key": trained.meta["cache_key"]}
-    return CellResult(cell, FINISHED, {**metrics, **attack_metrics}, history, attack_errors=attack_errors, info=info)
+    result = CellResult(cell, FINISHED, metrics, history, info=info)
+    _attack(result, refs, out, lambda n: refs.reference_reruns(cell.name, n))
+    return result
 
 
-def _attack(cell: Cell, refs: SplitReferences, out: Outputs) -> tuple[dict, dict]:
-    """Every attack of the cell on `out`; an attack that raises is recorded, the others still run."""
-    metrics: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    for attack in cell.attacks:
+def _attack(result: CellResult, refs: SplitReferences, out: Outputs,
+            reruns: Callable[[int], tuple[Outputs, ...]]) -> None:
+    """Every attack of the cell on `out`, into `result`: metrics, tables and seconds per attack. An attack
+    whose needs this split cannot meet is skipped with the reason; one that raises is recorded as an
+    error and the others still run. Reruns of the method are made once, for the attacks that ask."""
+    runnable = []
+    for attack in result.cell.attacks:
+        reason = refs.unmet(attack.component, attack.params)
+        if reason is None:
+            runnable.append(attack)
+        else:
+            result.skipped[attack.name] = reason
+    wanted = max((a.component.reruns_needed(a.params) for a in runnable), default=0)
+    extra: tuple[Outputs, ...] | Exception = ()
+    if wanted:
+        start = time.perf_counter()
         try:
+            extra = reruns(wanted)
+        except Exception as exc:  # the attacks that need reruns fail with this; the others run
+            extra = exc
+        result.metrics["rerun_seconds"] = time.perf_counter() - start
+    for attack in runnable:
+        start = time.perf_counter()
+        try:
+            n = attack.component.reruns_needed(attack.params)
+            if n and isinstance(extra, Exception):
+                raise RuntimeError(f"the reruns of {result.cell.name!r} this attack needs failed: {_one_line(extra)}")
             prepared = refs.prepared(attack.component, attack.params)
-            metrics.update(run_attack(attack.component, attack.params, refs.attack_input(out, prepared)))
+            inputs = refs.attack_input(attack.component, out, prepared, extra[:n] if n else ())
+            outcome = run_attack(attack.component, attack.params, inputs)
+            result.metrics.update(outcome.metrics)
+            result.tables.update({f"{attack.name}/{name}": table for name, table in outcome.tables.items()})
         except Exception as exc:
-            errors[attack.name] = f"{_one_line(exc)}\n\n{traceback.format_exc()}"
-    return metrics, errors
+            result.attack_errors[attack.name] = f"{_one_line(exc)}\n\n{traceback.format_exc()}"
+        result.metrics[f"attack_seconds/{attack.name}"] = time.perf_counter() - start
+
+
+RERUN_SEED_STRIDE = 1_000_003  # method seeds of reruns: split seed + j * stride (a prime, far from split seeds)
+
+
+def _reruns(cell: Cell, refs: SplitReferences, n: int) -> tuple[Outputs, ...]:
+    """`n` more runs of the cell's method on its split with other seeds, evaluated (not timed or logged:
+    only attacks that compare several unlearned models, like forget-quality, read them)."""
+    service, split, outs = refs.service, cell.split, []
+    for j in range(1, n + 1):
+        model, data, ctx = method_arguments(refs.original.model, service.data, split.retain, split.forget,
+                                            split.validation, (split.seed + j * RERUN_SEED_STRIDE) % 2**32, service.compute,
+                                            service.model_factory, show_progress=False, epoch_eval_size=None,
+                                            name=cell.name)
+        outs.append(_evaluate(cell.name, cell.method.fn(model, data, dict(cell.params), ctx), refs))
+        if service.restore_data():
+            raise RuntimeError(f"method {cell.name!r} modified the shared images or labels in place during a rerun")
+    return tuple(outs)
 
 
 def _one_line(exc: BaseException) -> str:

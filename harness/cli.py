@@ -76,6 +76,10 @@ def _common_options(fn):
                      help="Override the profile's precision (auto: whichever trains faster here, measured once)."),
         click.option("--attack-option", "attack_options", multiple=True, metavar="ATTACK.NAME=VALUE",
                      help="Attack parameter, e.g. mia.folds=5."),
+        click.option("--references", type=click.IntRange(0, 256), metavar="K",
+                     help="Reference bank: K retrains with other seeds per split, for lira-offline, rmia and "
+                          "forget-quality (each costs one retrain, once: cached and shared). Default: 0 on the cpu "
+                          "profile, 4 on paper; attacks needing more are skipped with the reason."),
         click.option("--data-dir", type=click.Path(file_okay=True), help="Local CIFAR-10 copy [env: HARNESS_DATA_DIR]."),
         click.option("--cache-dir", type=click.Path(), help="Downloads and cached models [env: HARNESS_CACHE_DIR]."),
         click.option("--device", help="cpu, cuda, cuda:1 (default: cuda when available)."),
@@ -119,6 +123,7 @@ def run(config_file, **opts):
         method_params=opts["params"], data_dir=opts["data_dir"], cache_dir=opts["cache_dir"], device=opts["device"],
         tracking_uri=default_tracking_uri(opts["tracking_uri"]), experiment=opts["experiment"],
         log_models=opts["log_models"], show_progress=not opts["quiet"], resume=opts["resume"],
+        references=opts["references"],
         command=" ".join(["unlearn", *sys.argv[1:]]))
     try:
         p = plan(config)
@@ -235,7 +240,7 @@ def tune(**opts):
         model_options=opts["model_options"], precision=opts["precision"], attack_options=opts["attack_options"],
         data_dir=opts["data_dir"], cache_dir=opts["cache_dir"], device=opts["device"],
         tracking_uri=default_tracking_uri(opts["tracking_uri"]), experiment=opts["experiment"],
-        show_progress=not opts["quiet"], command=" ".join(["unlearn", *sys.argv[1:]]))
+        references=opts["references"], show_progress=not opts["quiet"], command=" ".join(["unlearn", *sys.argv[1:]]))
     try:
         tuner = Tuner(config)  # every check, before a store, study or run is created
     except UsageError as exc:
@@ -272,7 +277,10 @@ def plugins(verbose):
         for comp in registry:
             extra = "  [" + ", ".join(f"{k}={v}" for k, v in comp.defaults.items()) + "]" if comp.space else ""
             if kind == "attack":
-                extra += "  metrics: " + ", ".join(f"{k} ({m.ideal})" if m.ideal else k for k, m in comp.metrics.items())
+                extra += "\n" + " " * 17 + "metrics: " + ", ".join(
+                    f"{k} ({m.ideal}{', CI' if m.interval else ''})" if m.ideal else k
+                    for k, m in comp.metrics.items() if m.summary or m.interval)
+                extra += _attack_needs(comp)
             click.echo(f"  {comp.name:<14} {comp.source:<44} {comp.description}{extra}")
         for name, sources in registry.conflicts.items():
             click.echo(f"  {name:<14} CONFLICT: registered by {' and '.join(sources)}")
@@ -282,6 +290,17 @@ def plugins(verbose):
             click.echo(f"  {info.name} ({info.source}): {info.error}")
             if verbose and info.details:
                 click.echo("    " + info.details.replace("\n", "\n    "))
+
+
+def _attack_needs(attack) -> str:
+    """What an attack needs beyond the model under test, with its default parameters."""
+    params = attack.resolve()
+    parts = list(attack.needs)
+    if attack.references_needed(params):
+        parts.append(f"{attack.references_needed(params)} reference model(s)")
+    if attack.reruns_needed(params):
+        parts.append(f"{attack.reruns_needed(params)} rerun(s) of the method")
+    return ("\n" + " " * 17 + "needs: " + ", ".join(parts)) if parts else ""
 
 
 @main.command()
@@ -327,6 +346,54 @@ def check(names, model):
         for info in host.failures:
             click.echo(f"FAIL plugin {info.name} ({info.source}) did not load: {info.error}")
     sys.exit(1 if failed else 0)
+
+
+@main.command("check-attacks")
+@click.option("--profile", help="smoke, cpu or paper (default: paper with CUDA, else cpu).")
+@click.option("--references", type=click.IntRange(0, 256), metavar="K",
+              help="Reference bank size (default: the profile's); attacks needing more are reported SKIPPED.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Split seed of the forget set.")
+@click.option("--attacks", help="Comma-separated attacks (default: all registered).")
+@click.option("--attack-option", "attack_options", multiple=True, metavar="ATTACK.NAME=VALUE",
+              help="Attack parameter, e.g. mia.folds=5.")
+@click.option("--scenario", default="random", show_default=True, help="Forget-set builder.")
+@click.option("--model", default="resnet18", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), help="Override the profile's precision.")
+@click.option("--data-dir", type=click.Path(file_okay=True), help="Local CIFAR-10 copy [env: HARNESS_DATA_DIR].")
+@click.option("--cache-dir", type=click.Path(), help="Downloads and cached models [env: HARNESS_CACHE_DIR].")
+@click.option("--device", help="cpu, cuda, cuda:1 (default: cuda when available).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def check_attacks_command(**opts):
+    """Check that each attack can tell the original (it saw the forget set) from a held-out retrain.
+
+    The original must score clearly on the "remembers" side and a retrain outside the reference bank
+    within its interval of the ideal; exit status 1 if any attack fails. Trains (once, cached) the
+    original, the gold retrain, the bank and the held-out retrain."""
+    from .attack_check import check_attacks, format_verdicts
+    from .data import DataError
+    from .plan import RunConfig, UsageError, plan
+
+    attack_names = _parse_list(opts["attacks"], "--attacks")
+    config = RunConfig(methods=None, scenario=opts["scenario"], seeds=[opts["seed"]], profile=opts["profile"],
+                       precision=opts["precision"], model=opts["model"], attacks=attack_names,
+                       attack_options=_parse_assignments(opts["attack_options"], "--attack-option", True),
+                       data_dir=opts["data_dir"], cache_dir=opts["cache_dir"], device=opts["device"],
+                       references=opts["references"], show_progress=not opts["quiet"])
+    try:
+        p = plan(config)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not p.attacks:
+        raise click.UsageError("no attack to check")
+    result = check_attacks(p)
+    click.echo(f"profile {p.profile.name}, split seed {result.split_seed}, {result.references} reference model(s), "
+               f"held-out retrain seed {result.witness_seed}, precision {p.profile.precision}; models ready in "
+               f"{result.setup_seconds:.1f} s")
+    click.echo(format_verdicts(result))
+    if not result.ok:
+        sys.exit(1)
 
 
 @main.command()

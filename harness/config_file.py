@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 SCALARS = {"methods", "scenario", "seeds", "profile", "model", "precision", "attacks", "data_dir", "cache_dir",
-           "device", "tracking_uri", "experiment", "resume", "log_models", "quiet"}
+           "device", "tracking_uri", "experiment", "resume", "log_models", "quiet", "references"}
 TABLES = {"scenario_options", "model_options", "attack_options", "params"}
 
 

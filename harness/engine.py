@@ -182,16 +182,36 @@ def train_epoch(
 
 @torch.no_grad()
 def predict(model: nn.Module, data: ImageData, indices: torch.Tensor, *, compute: Compute,
-            batch_size: int = 1024) -> torch.Tensor:
-    """float32 logits on the CPU for `indices`, in eval mode, without augmentation."""
+            batch_size: int = 1024, features: bool = False):
+    """float32 logits on the CPU for `indices`, in eval mode, without augmentation. With `features=True`,
+    (logits, features): the float16 input of the model's last nn.Linear, captured by a hook during the
+    same forward pass (None if the model has no linear layer)."""
     was_training = model.training
     model.eval()
-    out = []
-    for x, _ in iterate(data, indices, batch_size, compute=compute):
-        with compute.autocast():
-            out.append(model(x).float().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 0)
+    out, feats = [], []
+    head = last_linear(model) if features else None
+    hook = head.register_forward_pre_hook(lambda m, args: feats.append(args[0].detach().flatten(1).half().cpu())) \
+        if head is not None else None
+    try:
+        for x, _ in iterate(data, indices, batch_size, compute=compute):
+            with compute.autocast():
+                out.append(model(x).float().cpu())
+    finally:
+        if hook is not None:
+            hook.remove()
+        model.train(was_training)
+    logits = torch.cat(out) if out else torch.empty(0, 0)
+    if not features:
+        return logits
+    if head is None or len(feats) != len(out):  # no head, or a head called more than once per batch
+        return logits, None
+    return logits, torch.cat(feats) if feats else torch.empty(0, 0, dtype=torch.float16)
+
+
+def last_linear(model: nn.Module) -> nn.Linear | None:
+    """The classifier head whose input is the penultimate representation: the last nn.Linear registered."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
 
 
 def fit(

@@ -1,12 +1,15 @@
-"""One evaluation pass per model: logits on retain, forget, validation and test, read by every metric.
+"""One evaluation pass per model: logits and penultimate features on retain, forget, validation and test,
+read by every metric.
 
-Attacks receive the same `Outputs` objects, so adding an attack never adds a forward pass over the data.
+Attacks receive the same `Outputs` objects, so adding an attack never adds a forward pass over the data;
+reference models (the bank) reach them as cached logits, never as models.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,10 +23,14 @@ from .splits import SPLIT_NAMES, Split
 
 @dataclass(frozen=True)
 class Outputs:
-    """float32 logits and int64 labels (CPU) of one model on each split."""
+    """float32 logits and int64 labels (CPU) of one model on each split; `indices` are the images' positions
+    in the data set (to name an exposed sample); `features` the float16 input of the model's last linear
+    layer (penultimate features), or None for a model without one."""
 
     logits: dict[str, torch.Tensor]
     labels: dict[str, torch.Tensor]
+    indices: dict[str, torch.Tensor] = field(default_factory=dict)
+    features: dict[str, torch.Tensor] | None = None
 
     def losses(self, split: str) -> torch.Tensor:
         """Per-sample cross-entropy."""
@@ -38,12 +45,53 @@ class Outputs:
     def accuracy(self, split: str) -> float:
         return float(self.correct(split).float().mean())
 
+    def true_probs(self, split: str) -> torch.Tensor:
+        """p_y: the probability given to the true label."""
+        return self.probs(split).gather(1, self.labels[split][:, None]).squeeze(1)
+
     def confidence(self, split: str) -> torch.Tensor:
         """Logit-scaled confidence phi = z_y - logsumexp_{j != y} z_j (stable)."""
-        z, y = self.logits[split], self.labels[split]
-        true = z.gather(1, y[:, None]).squeeze(1)
-        others = z.scatter(1, y[:, None], float("-inf")).logsumexp(1)
-        return true - others
+        return confidence(self.logits[split], self.labels[split])
+
+
+def confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """phi = z_y - logsumexp_{j != y} z_j = log p_y - log(1 - p_y), over the last axis of `logits`."""
+    y = labels.expand(logits.shape[:-1])[..., None]
+    true = logits.gather(-1, y).squeeze(-1)
+    others = logits.scatter(-1, y, float("-inf")).logsumexp(-1)
+    return true - others
+
+
+@dataclass(frozen=True)
+class ReferenceOutputs:
+    """The reference bank's outputs: K retrain models (the recipe of the original, on the same retain set,
+    K seeds other than the gold retrain's) whose float16 logits are cached. `logits[split]` is (K, n, C)
+    float32; forget, validation and test images are non-members of every one of them."""
+
+    logits: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    seeds: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return next(iter(self.logits.values())).shape[0] if self.logits else 0
+
+    def confidence(self, split: str) -> torch.Tensor:
+        """(K, n) logit-scaled confidences phi."""
+        return confidence(self.logits[split], self.labels[split])
+
+    def true_probs(self, split: str) -> torch.Tensor:
+        """(K, n) probabilities of the true label."""
+        probs = self.logits[split].softmax(-1)
+        return probs.gather(-1, self.labels[split].expand(probs.shape[:-1])[..., None]).squeeze(-1)
+
+    def model(self, i: int) -> Outputs:
+        """Reference model `i` as an `Outputs` (no features: the bank keeps logits only)."""
+        return Outputs({k: v[i] for k, v in self.logits.items()}, dict(self.labels))
+
+    def subset(self, models: Sequence[int] | slice) -> "ReferenceOutputs":
+        keep = list(range(len(self)))[models] if isinstance(models, slice) else list(models)
+        return ReferenceOutputs({k: v[keep] for k, v in self.logits.items()}, dict(self.labels),
+                                tuple(self.seeds[i] for i in keep) if self.seeds else ())
 
 
 @dataclass(frozen=True)
@@ -55,13 +103,19 @@ class PrepareInput:
     seed: int = 0  # the split seed: use it for any randomness of the attack
     scenario: str = ""
     info: dict = field(default_factory=dict)  # what the scenario chose (e.g. the forgotten class)
+    references: ReferenceOutputs | None = None  # the bank (None without --references)
+    random: Outputs | None = None  # a randomly initialised model, for an attack that needs "random"
 
 
 @dataclass(frozen=True)
 class AttackInput:
     """What an attack scores: the model under test and, when known, the original and retrain references.
 
-    `prepared` is what the attack's `prepare` returned for this split (None without one)."""
+    `prepared` is what the attack's `prepare` returned for this split (None without one). `references`
+    and `random` are given to attacks that declared they need them. `reruns` holds the outputs of the
+    same method run again on the same split with other seeds (for an attack that declared `reruns`):
+    for the retrain row they are the bank's last models, for the original row copies of the original,
+    whose recipe is deterministic."""
 
     target: Outputs
     original: Outputs | None = None
@@ -70,15 +124,30 @@ class AttackInput:
     scenario: str = ""
     info: dict = field(default_factory=dict)
     prepared: Any = None
+    references: ReferenceOutputs | None = None
+    random: Outputs | None = None
+    reruns: tuple[Outputs, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What an attack may return instead of a plain dict of metrics: the metrics and named tables (e.g. the
+    most exposed samples), each logged as an artifact `attacks/<attack>/<name>.json` of the cell's run."""
+
+    metrics: Mapping[str, float]
+    tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def model_outputs(model: nn.Module, data: ImageData, split: Split, compute: engine.Compute) -> Outputs:
-    logits, labels = {}, {}
+    """The evaluation pass: logits and penultimate features (float16) on each split, one forward each."""
+    logits, labels, indices, features = {}, {}, {}, {}
     for name in SPLIT_NAMES:
         idx = getattr(split, name)
-        logits[name] = engine.predict(model, data, idx, compute=compute)
+        logits[name], features[name] = engine.predict(model, data, idx, compute=compute, features=True)
         labels[name] = data.labels[idx.to(data.labels.device)].cpu()
-    return Outputs(logits, labels)
+        indices[name] = idx.cpu()
+    has_features = all(f is not None for f in features.values())
+    return Outputs(logits, labels, indices, features if has_features else None)
 
 
 def utility_metrics(out: Outputs, retrain: Outputs | None = None) -> dict[str, float]:
@@ -95,14 +164,20 @@ def utility_metrics(out: Outputs, retrain: Outputs | None = None) -> dict[str, f
     return metrics
 
 
-def run_attack(attack: Attack, params: dict, inputs: AttackInput) -> dict[str, float]:
+def run_attack(attack: Attack, params: dict, inputs: AttackInput) -> AttackResult:
     """One attack on one model, its metrics namespaced as `attack/metric`; raises what the attack raises,
     or a ValueError if it returns a metric it did not declare."""
     result = attack.fn(inputs, dict(params))
+    tables: Mapping = {}
+    if isinstance(result, AttackResult):
+        result, tables = result.metrics, result.tables
     if not isinstance(result, Mapping):
         raise TypeError(f"attack {attack.name!r} returned {type(result).__name__}, expected a dict of metrics")
     undeclared = sorted(set(result) - set(attack.metrics))
     if undeclared:
         raise ValueError(f"attack {attack.name!r} returned undeclared metric(s) {', '.join(undeclared)}; "
                          f"declared: {', '.join(attack.metrics)}")
-    return {attack_metric_name(attack.name, k): float(v) for k, v in result.items()}
+    for name, table in tables.items():
+        if not isinstance(table, pd.DataFrame):
+            raise TypeError(f"attack {attack.name!r}: table {name!r} is {type(table).__name__}, expected a DataFrame")
+    return AttackResult({attack_metric_name(attack.name, k): float(v) for k, v in result.items()}, dict(tables))

@@ -17,7 +17,7 @@ import pluggy
 from . import hookspecs
 from .metrics import Metric
 from .params import Param, ParamError
-from .registry import Attack, Component, Method, Model, Registry, Scenario
+from .registry import NEEDS, Attack, Component, Method, Model, Registry, Scenario
 
 KINDS = {
     "method": ("register_methods", Method),
@@ -149,9 +149,22 @@ def _check_attack(name: str, extra: dict) -> None:
             raise TypeError(f"attack {name!r}: metric {mname!r} must be a harness.Metric")
         if not isinstance(mname, str) or not _NAME.match(mname):
             raise ValueError(f"attack {name!r}: invalid metric name {mname!r}")
+        for bound in metric.interval or ():
+            if bound not in metrics:
+                raise ValueError(f"attack {name!r}: metric {mname!r} names interval bound {bound!r}, which is not declared")
     extra["metrics"] = dict(metrics)
     if extra.get("prepare") is not None and not callable(extra["prepare"]):
         raise TypeError(f"attack {name!r}: prepare must be callable")
+    needs = extra.get("needs", ())
+    needs = (needs,) if isinstance(needs, str) else tuple(needs)
+    unknown = sorted(set(needs) - set(NEEDS))
+    if unknown:
+        raise ValueError(f"attack {name!r}: unknown need(s) {', '.join(unknown)}; valid: {', '.join(NEEDS)}")
+    extra["needs"] = needs
+    for key in ("references", "reruns"):
+        value = extra.get(key, 0)
+        if not callable(value) and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"attack {name!r}: {key} must be a non-negative int or a function of the parameters")
 
 
 def discover(extra_plugins: Iterable[tuple[str, Any]] = ()) -> Host:

@@ -16,7 +16,9 @@ class Metric:
 
     Give `target` (e.g. 0.5 for a membership-inference AUC), or `higher_is_better`, or neither for a
     number that is context, not a score (a confidence bound, a count). `label` is the column header;
-    `summary=False` keeps it out of the terminal table and the report's summary (it is still logged)."""
+    `summary=False` keeps it out of the terminal table and the report's summary (it is still logged).
+    `interval=(low, high)` names the two sibling metrics that hold its 95% confidence interval: such a
+    metric is the attack's verdict in `unlearn check-attacks`."""
 
     target: float | None = None
     higher_is_better: bool | None = None
@@ -24,10 +26,15 @@ class Metric:
     summary: bool = True
     fmt: str = "{:.3f}"
     help: str = ""
+    interval: tuple[str, str] | None = None
 
     def __post_init__(self):
         if self.target is not None and self.higher_is_better is not None:
             raise ValueError("a metric declares a target or a direction, not both")
+        if self.interval is not None and (len(self.interval) != 2 or not all(isinstance(b, str) for b in self.interval)):
+            raise ValueError("interval names two metrics: (low, high)")
+        if self.interval is not None:
+            object.__setattr__(self, "interval", tuple(self.interval))  # from JSON it comes back a list
 
     @property
     def ideal(self) -> str:
@@ -47,7 +54,8 @@ class Metric:
 
     def as_dict(self) -> dict:
         return {"target": self.target, "higher_is_better": self.higher_is_better, "label": self.label,
-                "summary": self.summary, "fmt": self.fmt, "help": self.help}
+                "summary": self.summary, "fmt": self.fmt, "help": self.help,
+                "interval": list(self.interval) if self.interval else None}
 
 
 def attack_metric_name(attack: str, metric: str) -> str:

@@ -28,6 +28,7 @@ from .splits import Split, SplitError, make_split
 from .tracking import check_tracking_uri
 
 MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's limit
+MAX_REFERENCES = 256
 
 
 class UsageError(ValueError):
@@ -58,6 +59,7 @@ class RunConfig:
     show_progress: bool = True
     resume: bool = False
     heldout_part: str | None = None  # "tune" / "judge": validation and test from one half of the held-out images
+    references: int | None = None  # size of the reference bank; None: the profile's (0 on cpu, 4 on paper)
     epoch_eval_size: int | None = 2000
     command: str | None = None  # the command line, kept as a tag so reports can say how to regenerate them
 
@@ -84,9 +86,21 @@ class Plan:
         return self.config.experiment or f"unlearning-{self.scenario.name}"
 
     @property
+    def n_references(self) -> int:
+        """Reference-bank models per split (retrains with other seeds) for per-example attacks."""
+        return self.profile.references if self.config.references is None else self.config.references
+
+    @property
     def setting(self) -> dict:
         """What besides the method and split decides a cell's result (part of every cell's hash)."""
-        return {"profile": self.profile.as_dict(), "model": self.model.name, "model_params": dict(self.model.params)}
+        return {"profile": self.profile.as_dict(), "model": self.model.name, "model_params": dict(self.model.params),
+                "references": self.n_references}
+
+    def skipped_attacks(self, *, retrain: bool = True) -> dict[str, str]:
+        """Attacks of this plan that cannot run with what it builds, and why (one line each)."""
+        reasons = {a.name: a.component.unmet(a.params, retrain=retrain, references=self.n_references)
+                   for a in self.attacks}
+        return {name: why for name, why in reasons.items() if why}
 
     @property
     def hash(self) -> str:
@@ -132,6 +146,7 @@ class Plan:
             "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},
             "splits": {s: {"hash": split.hash, **split.sizes()} for s, split in self.splits.items()},
             "heldout_part": self.config.heldout_part,
+            "references": self.n_references,
             "command": self.config.command,
         }
 
@@ -145,6 +160,9 @@ def plan(config: RunConfig, host: Host | None = None) -> Plan:
     scenario = _one(host.scenarios, config.scenario, config.scenario_options)
     model = _one(host.models, config.model, config.model_options)
     seeds = _seeds(config.seeds)
+    refs = config.references
+    if refs is not None and (isinstance(refs, bool) or not isinstance(refs, int) or not 0 <= refs <= MAX_REFERENCES):
+        raise UsageError(f"--references {refs!r} is not valid: the bank size is an integer in [0, {MAX_REFERENCES}]")
     try:
         device = engine.resolve_device(config.device)
     except ValueError as exc:

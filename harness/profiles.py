@@ -58,6 +58,7 @@ class Profile:
     channels_last: bool = True
     calibration_steps: int = 20  # timed steps of the retrain recipe behind each "% of retrain"
     calibration_warmup: int = 3
+    references: int = 0  # default size of the reference bank (--references): each is one more retrain
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -104,6 +105,8 @@ PROFILES: dict[str, Profile] = {
             # Measured on an H200: a batch-128 ResNet18 step is launch-bound, and bf16 autocast's casts made
             # it slower (11.8k img/s) than fp32 with cuDNN's default TF32 convolutions (14.7k img/s).
             precision="fp32",
+            # LiRA and RMIA by default where a retrain takes minutes; 4 more retrains, once per split, cached.
+            references=4,
         ),
     )
 }

@@ -1,9 +1,11 @@
 """The reference models every cell is measured against, built once per split and shared.
 
-Per split: the original model (trained on retain + forget) and the retrain model (trained on retain
+Per split: the original model (trained on retain + forget) and the gold retrain model (trained on retain
 only), both with the profile's recipe, their evaluation outputs, each attack's one-time preparation,
-and the cost of a retrain on this device *now*. Models are cached on disk under a lock, so two
-processes asking for the same one train it once.
+and the cost of a retrain on this device *now*. On request also the reference bank (K more retrains
+with other seeds, for per-example attacks such as LiRA and RMIA; only their float16 logits are kept)
+and a randomly initialised model's outputs. Models and bank logits are cached on disk under a lock, so
+two processes asking for the same one train it once, and every method, attack and later run reuses it.
 
 Why the retrain cost is measured, not recalled: a cached retrain carries the time it took on another
 day, load or machine, and identical runs measured anywhere from 92% to 736% "of retrain" against it.
@@ -27,13 +29,26 @@ from tqdm.auto import tqdm
 from . import engine
 from .cache import ModelCache, cache_key
 from .data import ImageData
-from .evaluation import AttackInput, Outputs, PrepareInput, model_outputs
+from .evaluation import AttackInput, Outputs, PrepareInput, ReferenceOutputs, model_outputs
 from .hashing import stable_hash
 from .profiles import Recipe
-from .splits import Split
+from .splits import SPLIT_NAMES, Split
 
 log = logging.getLogger(__name__)
 ORIGINAL_SEED = 0  # one original model per (data, training pool, model, recipe): shared by all split seeds
+BANK_SEED_BASE = 1_000_000  # the bank's training seeds count up from here, skipping the split's own seed
+WITNESS_SEED = BANK_SEED_BASE - 1  # check-attacks' held-out retrain: in no bank, never the gold retrain
+RANDOM_SEED = 7  # the randomly initialised model some attacks compare with (ZRF)
+
+
+def bank_seeds(split_seed: int, k: int) -> list[int]:
+    """Training seeds of a bank of `k` references: never the gold retrain's (the split seed), and the first
+    k of a larger bank, so growing --references reuses every model already trained."""
+    return list(itertools.islice((s for s in itertools.count(BANK_SEED_BASE) if s != split_seed), k))
+
+
+def witness_seed(split_seed: int) -> int:
+    return WITNESS_SEED if split_seed != WITNESS_SEED else WITNESS_SEED - 1
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,29 @@ class SplitReferences:
     original_out: Outputs
     retrain_out: Outputs | None
     service: "References"
+    bank: ReferenceOutputs | None = None  # K retrains with other seeds (None: --references 0)
     _prepared: dict = field(default_factory=dict, repr=False)
+    _random_out: Outputs | None = field(default=None, repr=False)
+
+    @property
+    def n_references(self) -> int:
+        return len(self.bank) if self.bank is not None else 0
+
+    def unmet(self, attack, params: dict) -> str | None:
+        """Why `attack` cannot run on this split (None if it can)."""
+        return attack.unmet(params, retrain=self.retrain_out is not None, references=self.n_references)
+
+    @property
+    def random_out(self) -> Outputs:
+        """Outputs of a randomly initialised model (seeded; built on first use, under a forked RNG)."""
+        if self._random_out is None:
+            service = self.service
+            device = service.compute.device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                engine.seed_everything(RANDOM_SEED)
+                model = _freeze(service.compute.prepare(service.model_factory()))
+            self._random_out = model_outputs(model, service.data, self.split, service.compute)
+        return self._random_out
 
     def prepared(self, attack, params: dict) -> Any:
         """What `attack.prepare` returns for this split and these parameters, computed once; a failure
@@ -66,7 +103,8 @@ class SplitReferences:
         if key not in self._prepared:
             try:
                 inputs = PrepareInput(self.original_out, self.retrain_out, self.split.seed, self.split.scenario,
-                                      dict(self.split.info))
+                                      dict(self.split.info), self.bank,
+                                      self.random_out if "random" in attack.needs else None)
                 self._prepared[key] = (attack.prepare(inputs, dict(params)), None)
             except Exception as exc:
                 self._prepared[key] = (None, exc)
@@ -75,9 +113,23 @@ class SplitReferences:
             raise error
         return value
 
-    def attack_input(self, target: Outputs, prepared: Any = None) -> AttackInput:
+    def attack_input(self, attack, target: Outputs, prepared: Any = None,
+                     reruns: tuple[Outputs, ...] = ()) -> AttackInput:
         return AttackInput(target, self.original_out, self.retrain_out, self.split.seed, self.split.scenario,
-                           dict(self.split.info), prepared)
+                           dict(self.split.info), prepared, self.bank,
+                           self.random_out if "random" in attack.needs else None, tuple(reruns))
+
+    def reference_reruns(self, name: str, n: int) -> tuple[Outputs, ...]:
+        """`n` more runs of a reference row, for attacks that compare several runs of one method: the
+        original's recipe is deterministic (the same seed gives the same model), so its reruns are
+        copies; the retrain row's are the bank's last `n` models (retrains with other seeds)."""
+        if n == 0:
+            return ()
+        if name == "original":
+            return (self.original_out,) * n
+        if self.bank is None or len(self.bank) < n:
+            raise ValueError(f"the retrain row needs {n} bank model(s) as reruns; the bank has {self.n_references}")
+        return tuple(self.bank.model(i) for i in range(len(self.bank) - n, len(self.bank)))
 
 
 class References:
@@ -93,8 +145,9 @@ class References:
         self.device_name = engine.device_name(compute.device)
         # A pristine copy of the shared tensors: a method that writes into them is caught and undone.
         self._pristine = (data.images.clone(), data.labels.clone())
-        self._splits: dict[str, SplitReferences] = {}
+        self._splits: dict[tuple, SplitReferences] = {}
         self._models: dict[str, Trained] = {}
+        self._logits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # bank: key -> (indices, float16 logits)
 
     # -- models ------------------------------------------------------------------------------------------
     def key(self, indices: torch.Tensor, seed: int, epochs: int) -> str:
@@ -140,19 +193,63 @@ class References:
             self.cache.save(key, model, meta)
         return Trained(_freeze(model), {**meta, "cached": False, "cache_key": key})
 
+    # -- the reference bank ------------------------------------------------------------------------------
+    def bank(self, split: Split, k: int) -> ReferenceOutputs | None:
+        """K retrain models of `split` (the recipe of the original, seeds from `bank_seeds`) as their logits
+        on the split's images; None for k = 0. Logits are cached beside the models (float16), so a later
+        run loads a few MB instead of a model per reference."""
+        if k <= 0:
+            return None
+        seeds = bank_seeds(split.seed, k)
+        logits = [self.reference_logits(split, seed, desc=f"reference {i + 1}/{k}") for i, seed in enumerate(seeds)]
+        labels = {name: self.data.labels[getattr(split, name).to(self.data.labels.device)].cpu() for name in SPLIT_NAMES}
+        return ReferenceOutputs({name: torch.stack([lg[name] for lg in logits]) for name in SPLIT_NAMES}, labels,
+                                tuple(seeds))
+
+    def reference_logits(self, split: Split, seed: int, desc: str = "reference") -> dict[str, torch.Tensor]:
+        """float32 logits per split of a retrain of `split` with training seed `seed`, from this process's
+        memory, the cache, or computed now (training the model first if it is not cached)."""
+        key = self.key(split.retain, seed, self.recipe.epochs)
+        wanted = torch.unique(torch.cat([getattr(split, name).cpu() for name in SPLIT_NAMES]))
+        known = self._logits.get(key)
+        if known is None and self.cache is not None:
+            known = self.cache.load_logits(key)
+        if known is None or not bool(torch.isin(wanted, known[0]).all()):
+            cover = wanted if known is None else torch.unique(torch.cat([known[0], wanted]))
+            had = key in self._models
+            model = self.train(split.retain, seed, desc=desc).model
+            known = (cover, engine.predict(model, self.data, cover, compute=self.compute).half())
+            if not had:
+                self._models.pop(key, None)  # the bank keeps logits only: K models would not fit on a small GPU
+            if self.cache is not None:
+                with self.cache.lock(key):
+                    self.cache.save_logits(key, *known)
+        self._logits[key] = known
+        indices, values = known
+        position = torch.full((int(indices.max()) + 1,), -1, dtype=torch.long)
+        position[indices] = torch.arange(len(indices))
+        return {name: values[position[getattr(split, name).cpu()]].float() for name in SPLIT_NAMES}
+
     # -- splits ------------------------------------------------------------------------------------------
-    def for_split(self, split: Split, *, retrain: bool = True) -> SplitReferences:
-        """The original and (unless `retrain=False`) retrain models of `split` and their outputs, built on
-        first use. Without the retrain model, gaps to retrain are not computed and attacks see None: what
-        a tuner optimises then cannot depend on a model a real user would not have."""
-        key = (split.hash, retrain)
+    def for_split(self, split: Split, *, retrain: bool = True, references: int = 0) -> SplitReferences:
+        """The original and (unless `retrain=False`) retrain models of `split`, their outputs and a bank of
+        `references` more retrains, built on first use. Without the retrain model, gaps to retrain are not
+        computed and attacks see None: what a tuner optimises then cannot depend on a model a real user
+        would not have."""
+        key = (split.hash, retrain, references)
         if key not in self._splits:
             original = self.train(split.train, ORIGINAL_SEED, desc="original")
-            known = self._splits.get((split.hash, not retrain))
+            known = next((v for (h, *_), v in self._splits.items() if h == split.hash), None)
             original_out = known.original_out if known else model_outputs(original.model, self.data, split, self.compute)
             trained = self.train(split.retain, split.seed, desc="retrain") if retrain else None
-            retrain_out = model_outputs(trained.model, self.data, split, self.compute) if trained else None
-            self._splits[key] = SplitReferences(split, original, trained, original_out, retrain_out, self)
+            if trained is None:
+                retrain_out = None
+            elif known is not None and known.retrain_out is not None:
+                retrain_out = known.retrain_out
+            else:
+                retrain_out = model_outputs(trained.model, self.data, split, self.compute)
+            self._splits[key] = SplitReferences(split, original, trained, original_out, retrain_out, self,
+                                                self.bank(split, references))
         return self._splits[key]
 
     def retrain_clock(self, split: Split) -> "RetrainClock":

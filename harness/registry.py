@@ -67,13 +67,45 @@ class Method(Component):
 class Attack(Component):
     """An attack or verification metric.
 
-    fn(inputs: AttackInput, params) -> {metric: value}, every metric declared in `metrics` (logged as
-    `attack/metric`). `prepare(inputs: PrepareInput, params)`, if given, runs once per split before any
-    model is scored; what it returns reaches `fn` as `inputs.prepared`."""
+    fn(inputs: AttackInput, params) -> {metric: value} (or an AttackResult with tables), every metric
+    declared in `metrics` (logged as `attack/metric`). `prepare(inputs: PrepareInput, params)`, if given,
+    runs once per split before any model is scored; what it returns reaches `fn` as `inputs.prepared`.
+
+    What it needs beyond the model under test is declared, so the harness builds it once and an attack
+    whose needs cannot be met is skipped with the reason instead of failing:
+    `needs` names inputs from NEEDS; `references` is the least number of reference-bank models it needs
+    and `reruns` how many extra runs of the method on the same split (an int, or a function of the
+    attack's resolved parameters)."""
 
     kind = "attack"
     metrics: Mapping[str, Metric] = field(default_factory=dict)
     prepare: Callable | None = None
+    needs: tuple[str, ...] = ()
+    references: int | Callable[[Mapping], int] = 0
+    reruns: int | Callable[[Mapping], int] = 0
+
+    def references_needed(self, params: Mapping) -> int:
+        return int(self.references(params) if callable(self.references) else self.references)
+
+    def reruns_needed(self, params: Mapping) -> int:
+        return int(self.reruns(params) if callable(self.reruns) else self.reruns)
+
+    def unmet(self, params: Mapping, *, retrain: bool, references: int) -> str | None:
+        """Why this attack cannot run with what is available (None if it can): one line for the user."""
+        if "retrain" in self.needs and not retrain:
+            return "needs the retrain model, which is not loaded here (tuning never sees it)"
+        wanted = self.references_needed(params)
+        if wanted > references:
+            return (f"needs {wanted} reference model(s), {references} available: run with --references {wanted} "
+                    f"(each is one more retrain, cached and shared by every method and later run)")
+        return None
+
+
+# What an attack may declare in `needs`, and what the harness then hands it.
+NEEDS = {
+    "retrain": "the gold retrain model's outputs (`inputs.retrain`); the attack is skipped while tuning",
+    "random": "a randomly initialised model's outputs (`inputs.random`)",
+}
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,26 @@ def columns(attack_metrics: dict[str, dict]) -> list[tuple[str, Metric]]:
     return out + [(c, UTILITY[c]) for c in TIME_COLUMNS]
 
 
+def column_groups(attack_metrics: dict[str, dict]) -> list[tuple[str, list[str]]]:
+    """The summary's columns split into tables a page can hold: utility and time, then one per attack."""
+    cols = columns(attack_metrics)
+    groups = [("utility and time", [c for c, _ in cols if "/" not in c])]
+    for attack in attack_metrics:
+        mine = [c for c, _ in cols if c.startswith(f"{attack}/")]
+        if mine:
+            groups.append((f"attack {attack}", mine))
+    return groups
+
+
 def _header(column: str, metric: Metric) -> str:
     return metric.label or column
+
+
+def headers(attack_metrics: dict[str, dict]) -> dict[str, str]:
+    """Column -> header: the metric's label, or the column name where two labels would collide."""
+    cols = columns(attack_metrics)
+    labels = [_header(c, m) for c, m in cols]
+    return {c: label if labels.count(label) == 1 else c for (c, _), label in zip(cols, labels)}
 
 
 def format_summary(summary: pd.DataFrame, attack_metrics: dict[str, dict], with_std: bool = True) -> pd.DataFrame:
@@ -36,6 +54,7 @@ def format_summary(summary: pd.DataFrame, attack_metrics: dict[str, dict], with_
     out = pd.DataFrame(index=summary.index)
     out["seeds"] = summary["seeds"]
     several = int(out["seeds"].max()) > 1 if len(out) else False
+    names = headers(attack_metrics)
     for col, metric in columns(attack_metrics):
         if col not in summary.columns:
             continue
@@ -49,7 +68,7 @@ def format_summary(summary: pd.DataFrame, attack_metrics: dict[str, dict], with_
                 cells.append(f"{metric.fmt.format(m)} ± {metric.fmt.format(s)}")
             else:
                 cells.append(metric.fmt.format(m))
-        out[_header(col, metric)] = cells
+        out[names[col]] = cells
     return out
 
 
@@ -102,13 +121,27 @@ def results_markdown(summary: pd.DataFrame, frame: pd.DataFrame, attack_metrics:
     if command:
         lines += ["Regenerate with:", "", "```bash", command, "```", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()] + [""]
-    lines += ["## Mean ± std over seeds", "", markdown_table(format_summary(summary, attack_metrics)), ""]
+    summary_text = format_summary(summary, attack_metrics)
     cols = [c for c, _ in columns(attack_metrics) if c in frame.columns]
     per_seed = frame[["method", "seed", "status", *cols]].copy()
     for col, metric in columns(attack_metrics):
         if col in per_seed:
             per_seed[col] = per_seed[col].map(lambda v, f=metric.fmt: "-" if pd.isna(v) else f.format(v))
-    lines += ["## Every run", "", markdown_table(per_seed.set_index("method")), ""]
+    per_seed = per_seed.set_index("method")
+    groups = column_groups(attack_metrics)
+    if len(groups) <= 2:  # one table each is still readable
+        lines += ["## Mean ± std over seeds", "", markdown_table(summary_text), ""]
+        lines += ["## Every run", "", markdown_table(per_seed), ""]
+    else:
+        names = headers(attack_metrics)
+        lines += ["## Mean ± std over seeds", ""]
+        for title, group in groups:
+            shown = [names[c] for c in group if names[c] in summary_text]
+            lines += [f"### {title[0].upper()}{title[1:]}", "", markdown_table(summary_text[["seeds", *shown]]), ""]
+        lines += ["## Every run", ""]
+        for title, group in groups:
+            lines += [f"### {title[0].upper()}{title[1:]}", "",
+                      markdown_table(per_seed[["seed", "status", *[c for c in group if c in per_seed]]]), ""]
     if failures:
         lines += ["## Failures", ""] + [f"- {f['method']} seed={f['seed']}: {f['error']}" for f in failures] + [""]
     lines += ["Columns (ideal in brackets):", ""]

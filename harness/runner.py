@@ -71,10 +71,12 @@ class Runner:
         p = self.p
         self.references = p.references()
         parent, done = self._open_parent()
+        for name, why in p.skipped_attacks().items():
+            log.warning("attack %s skipped: %s", name, why)
         try:
             for seed in p.seeds:
                 split = p.splits[seed]
-                refs = self.references.for_split(split)
+                refs = self.references.for_split(split, references=p.n_references)
                 for cell in p.cells(split):
                     if cell.hash in done:
                         self._add_row(cell, FINISHED, done[cell.hash])
@@ -130,6 +132,10 @@ class Runner:
             if self.cfg.log_models and (cell.name == "retrain" or split.seed == self.p.seeds[0]):
                 child.log_artifact(self.references.cache.path(result.info["cache_key"]), "model")
         child.log_metrics(result.metrics)
+        for name, table in result.tables.items():
+            child.log_dict(json.loads(table.to_json(orient="split", index=False)), f"attacks/{name}.json")
+        if result.skipped:
+            child.set_tags({"skipped_attacks": ",".join(result.skipped)})
         for name, text in result.attack_errors.items():
             child.log_text(text, f"attack_errors/{name}.txt")
             self.failures.append({"method": cell.name, "seed": split.seed, "run_id": child.run_id,
@@ -185,7 +191,8 @@ class Runner:
                 "scenario": p.scenario.name, "seeds": ",".join(map(str, p.seeds)),
                 "profile": p.profile.name, "model": p.model.name, "data_fingerprint": p.data.fingerprint,
                 **{f"recipe.{k}": v for k, v in p.profile.recipe.as_dict().items()},
-                "train_size": p.profile.train_size, "precision": self.compute.precision, **speeds}
+                "train_size": p.profile.train_size, "precision": self.compute.precision,
+                "references": p.n_references, **speeds}
 
     def _log_summary(self, parent: TrackedRun, result: RunResult) -> None:
         frame, summary = result.frame(), result.summary()

@@ -17,7 +17,7 @@ from torch import nn
 from . import engine
 from .cell import method_arguments
 from .data import CLASSES, ImageData, _to_image_data
-from .evaluation import AttackInput, Outputs, PrepareInput, model_outputs, run_attack
+from .evaluation import Outputs, model_outputs, run_attack
 from .metrics import attack_metric_name
 from .params import Float, Int, ParamError
 from .profiles import Recipe
@@ -56,15 +56,20 @@ class Bench:
     forget: torch.Tensor
     validation: torch.Tensor
     test: torch.Tensor
+    service: References  # trains the bench's retrain and reference-bank models (the harness's own path)
 
     @classmethod
     def build(cls, model_factory: Callable[[], nn.Module], data: ImageData | None = None) -> "Bench":
         data = data or synthetic_data()
         train, heldout = torch.arange(data.n_train), torch.arange(data.n_train, len(data.labels))
         refs = References(data, CPU, "bench", model_factory, Recipe(epochs=2, batch_size=32, augment=False),
-                          cache=None, show_progress=False)
+                          cache=None, show_progress=False, calibration_steps=2, warmup_steps=1)
         original = refs.train(train, seed=0).model
-        return cls(data, model_factory, original, train[24:], train[:24], heldout[:40], heldout[40:])
+        return cls(data, model_factory, original, train[24:], train[:24], heldout[:40], heldout[40:], refs)
+
+    def references(self, k: int = 0):
+        """The bench split's SplitReferences (original, retrain, a bank of `k`), as a run builds them."""
+        return self.service.for_split(self.split(), references=k)
 
     def method_arguments(self, seed: int = 0, on_epoch=None):
         """(model, data, ctx) as the harness hands them to a method, on this bench."""
@@ -176,24 +181,24 @@ METHOD_CHECKS = [check_method_contract, check_method_repeatable, check_method_ep
 
 # -- attacks -------------------------------------------------------------------------------------------
 def check_attack(attack: Attack, bench: Bench) -> None:
-    """Returns exactly floats for declared metrics, the same twice for the same seed, on the original and
-    on a fresh (untrained) model."""
+    """With the reference models it declares (bank, random model, reruns), returns exactly floats for
+    declared metrics and DataFrames as tables, the same twice for the same seed, on the original and on a
+    fresh (untrained) model."""
     params = attack.resolve()
-    original = bench.outputs(bench.original)
+    refs = bench.references(attack.references_needed(params))
+    assert refs.unmet(attack, params) is None, refs.unmet(attack, params)
     engine.seed_everything(0)
     fresh = bench.outputs(CPU.prepare(bench.model_factory()).eval())
-    prepared = None
-    if attack.prepare is not None:
-        prepared = attack.prepare(PrepareInput(original, original, 0, "bench", {}), dict(params))
-    for target in (original, fresh):
-        inputs = AttackInput(target, original, original, 0, "bench", {}, prepared)
+    prepared = refs.prepared(attack, params)
+    for target in (refs.original_out, fresh):
+        inputs = refs.attack_input(attack, target, prepared, (target,) * attack.reruns_needed(params))
         first = run_attack(attack, params, inputs)
-        assert first, "returned no metric"
-        assert set(first) <= {attack_metric_name(attack.name, m) for m in attack.metrics}
-        assert all(isinstance(v, float) for v in first.values())
-        again = run_attack(attack, params, inputs)
-        assert all(first[k] == again[k] or (math.isnan(first[k]) and math.isnan(again[k])) for k in first), \
-            f"not repeatable under the same seed: {first} vs {again}"
+        assert first.metrics, "returned no metric"
+        assert set(first.metrics) <= {attack_metric_name(attack.name, m) for m in attack.metrics}
+        assert all(isinstance(v, float) for v in first.metrics.values())
+        again = run_attack(attack, params, inputs).metrics
+        assert all(v == again[k] or (math.isnan(v) and math.isnan(again[k])) for k, v in first.metrics.items()), \
+            f"not repeatable under the same seed: {first.metrics} vs {again}"
 
 
 ATTACK_CHECKS = [check_attack]

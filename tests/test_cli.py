@@ -26,6 +26,8 @@ SMOKE = ["--profile", "smoke", "--model", "tiny-cnn", "--quiet"]
     (["--param", "epochs=3"], "expected COMPONENT.NAME=VALUE"),
     (["--param", "rotate.epochs=3", "--methods", "simple"], "--param given for method(s) not in this run: rotate"),
     (["--attack-option", "mia.folds=1"], "attack 'mia': folds=1 is out of range"),
+    (["--references", "-1"], "Invalid value for '--references'"),
+    (["--attack-option", "mia.variant=kitt"], "variant='kitt' is out of range"),
     (["--scenario", "class", "--scenario-option", "target_class=unicorn"],
      "scenario 'class': target_class='unicorn' is out of range: expected one of 'auto', 'airplane'"),
     (["--scenario-option", "target_class=cat"], "scenario 'random': unknown parameter(s) target_class; valid: (none)"),
@@ -85,13 +87,14 @@ def test_missing_data_is_one_clear_message(tmp_path, monkeypatch):
 def test_plugins_lists_components_with_their_distribution_and_metrics():
     result = invoke("plugins")
     assert result.exit_code == 0
-    assert "plugin contract version 2" in result.output
+    assert "plugin contract version 3" in result.output
     for line in ("methods:", "attacks:", "scenarios:", "models:"):
         assert line in result.output
     simple = next(line for line in result.output.splitlines() if line.strip().startswith("simple "))
     assert "unlearning-harness 0.2.0" in simple and "epochs=5" in simple
-    mia = next(line for line in result.output.splitlines() if line.strip().startswith("mia "))
-    assert "auc (0.5)" in mia
+    lines = result.output.splitlines()
+    mia = next(i for i, line in enumerate(lines) if line.strip().startswith("mia "))
+    assert "variant=paper" in lines[mia] and "auc (0.5)" in lines[mia + 1] and "signed_auc (0.5, CI)" in lines[mia + 1]
     assert "harness-example-plugin 0.1.0" in next(line for line in result.output.splitlines() if "noisy-finetune" in line)
 
 
@@ -153,3 +156,60 @@ def test_report_without_a_store_creates_nothing(tmp_path, monkeypatch):
     result = invoke("report", "--experiment", "x")
     assert result.exit_code == 1 and "no tracking store at" in result.output
     assert not (tmp_path / "mlruns").exists()
+
+
+class VerdictAttacks:
+    """Two attacks whose verdicts are known: one that sees membership through the loss, one blind."""
+
+    @hookimpl
+    def register_attacks(self, register):
+        import numpy as np
+
+        from harness import Metric
+        from harness.stats import bootstrap_auc_ci, roc_auc
+
+        def auc_of(scores_forget, scores_test, seed):
+            y = np.r_[np.ones(len(scores_forget)), np.zeros(len(scores_test))]
+            s = np.r_[scores_forget, scores_test]
+            return {"auc": roc_auc(y, s), **dict(zip(("lo", "hi"), bootstrap_auc_ci(y, s, n_boot=200, seed=seed)))}
+
+        def sees(inputs, params):  # forget scored by -loss; test by -loss too
+            t = inputs.target
+            return auc_of(-t.losses("forget").numpy(), -t.losses("test").numpy(), inputs.seed)
+
+        def blind(inputs, params):  # always certain forget looks like members: fails on the held-out retrain
+            return {"auc": 0.9, "lo": 0.85, "hi": 0.95}
+
+        metrics = {"auc": Metric(target=0.5, interval=("lo", "hi")), "lo": Metric(summary=False),
+                   "hi": Metric(summary=False)}
+        register("sees-loss", sees, metrics=metrics)
+        register("always-member", blind, metrics=metrics)
+        register("needs-bank", sees, metrics=metrics, references=3)
+
+
+def test_check_attacks_judges_each_attack_and_skips_what_it_cannot_run(tmp_path, monkeypatch, npz_dir):
+    host = discover(extra_plugins=[("verdicts", VerdictAttacks())])
+    monkeypatch.setattr("harness.plan.default_host", lambda: host)
+    result = invoke("check-attacks", *SMOKE, "--data-dir", str(npz_dir), "--cache-dir", str(tmp_path / "c"),
+                    "--attacks", "always-member,needs-bank", "--references", "1")
+    assert result.exit_code == 1, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.startswith(("always-", "needs-"))}
+    assert lines["always-member"].rstrip().endswith("FAIL") and lines["needs-bank"].rstrip().endswith("SKIPPED")
+    assert "misses the ideal 0.5: the attack flags a model that never saw the forget set" in result.output
+    assert "needs 3 reference model(s), 1 available: run with --references 3" in result.output
+    assert "1 reference model(s), held-out retrain seed 999999" in result.output
+    bad = invoke("check-attacks", *SMOKE, "--data-dir", str(npz_dir), "--attacks", "nope")
+    assert bad.exit_code == 2 and "unknown attack 'nope'" in bad.output
+
+
+def test_a_run_skips_attacks_it_has_no_references_for_with_one_line(tmp_path, monkeypatch, npz_dir, caplog):
+    host = discover(extra_plugins=[("verdicts", VerdictAttacks())])
+    monkeypatch.setattr("harness.plan.default_host", lambda: host)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING"):
+        result = invoke("run", *SMOKE, "--data-dir", str(npz_dir), "--cache-dir", str(tmp_path / "c"),
+                        "--methods", "simple", "--param", "simple.epochs=1", "--attacks", "sees-loss,needs-bank")
+    assert result.exit_code == 0, result.output
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert skipped == ["attack needs-bank skipped: needs 3 reference model(s), 0 available: run with --references 3 "
+                       "(each is one more retrain, cached and shared by every method and later run)"]

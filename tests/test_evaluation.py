@@ -70,7 +70,7 @@ def test_utility_metrics_and_confidence():
     torch.testing.assert_close(out.confidence("forget"), torch.log(p) - torch.log1p(-p))
 
 
-def mia_on(forget_losses, test_losses):
+def mia_on(forget_losses, test_losses, **params):
     """Outputs whose per-sample CE losses on forget/test are the given values (2 classes)."""
     def logits(losses):
         # CE of logits [z, 0] with label 0 is log(1 + exp(-z)); invert for z.
@@ -80,7 +80,8 @@ def mia_on(forget_losses, test_losses):
                    "retain": [[1.0, 0.0]], "validation": [[1.0, 0.0]]},
                   {"forget": [0] * len(forget_losses), "test": [0] * len(test_losses), "retain": [0], "validation": [0]})
     mia = default_host().attacks.get("mia")
-    return {k.split("/", 1)[1]: v for k, v in run_attack(mia, mia.resolve(), AttackInput(out, seed=0)).items()}
+    result = run_attack(mia, mia.resolve(params), AttackInput(out, seed=0))
+    return {k.split("/", 1)[1]: v for k, v in result.metrics.items()}
 
 
 def test_mia_detects_members_and_is_chance_on_identical_distributions():
@@ -103,7 +104,50 @@ def test_run_attack_namespaces_and_refuses_undeclared_metrics():
     out = outputs({"forget": [[1.0, 0.0]], "test": [[0.0, 1.0]], "retain": [[1.0, 0.0]], "validation": [[1.0, 0.0]]},
                   {"forget": [0], "test": [0], "retain": [0], "validation": [0]})
     attack = Attack("a", lambda inputs, params: {"acc_forget": 0.25}, metrics={"acc_forget": Metric()})
-    assert run_attack(attack, {}, AttackInput(out)) == {"a/acc_forget": 0.25}
+    assert run_attack(attack, {}, AttackInput(out)).metrics == {"a/acc_forget": 0.25}
     sneaky = Attack("b", lambda inputs, params: {"auc": 0.5, "extra": 1.0}, metrics={"auc": Metric(target=0.5)})
     with pytest.raises(ValueError, match="undeclared metric\\(s\\) extra; declared: auc"):
         run_attack(sneaky, {}, AttackInput(out))
+
+
+def test_mia_kit_variant_balances_the_sets_and_scores_accuracy():
+    """The starting kit's variant: chance is 0.5 however unbalanced forget and test are, and it equals
+    scikit-learn's StratifiedShuffleSplit accuracy on the balanced sets computed here independently."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
+    rng = np.random.default_rng(2)
+    forget, test = rng.uniform(0.01, 0.6, 100), rng.uniform(0.3, 3.0, 900)
+    kit = mia_on(forget, test, variant="kit")
+    assert "auc" not in kit and 0.8 < kit["accuracy"] <= 1.0
+    picker = np.random.default_rng(0)
+    f, t = picker.permutation(forget)[:100], picker.permutation(test)[:100]
+    x = np.concatenate([f, t]).reshape(-1, 1)
+    y = np.r_[np.ones(100), np.zeros(100)]
+    expected = cross_val_score(LogisticRegression(), x, y, cv=StratifiedShuffleSplit(n_splits=10, random_state=0),
+                               scoring="accuracy").mean()
+    assert kit["accuracy"] == pytest.approx(expected, abs=1e-6)
+    same = mia_on(rng.uniform(0.1, 2.0, 100), rng.uniform(0.1, 2.0, 900), variant="kit")
+    assert abs(same["accuracy"] - 0.5) < 0.12
+
+
+def test_mia_retain_signed_auc_is_the_auc_of_retain_against_test():
+    rng = np.random.default_rng(3)
+    out = mia_on(rng.uniform(0.1, 2.0, 50), rng.uniform(0.1, 2.0, 50))
+    assert 0.0 <= out["retain_signed_auc"] <= 1.0
+
+
+def test_run_attack_passes_tables_and_refuses_other_table_types():
+    import pandas as pd
+
+    from harness.evaluation import AttackResult
+
+    out = outputs({"forget": [[1.0, 0.0]], "test": [[0.0, 1.0]], "retain": [[1.0, 0.0]], "validation": [[1.0, 0.0]]},
+                  {"forget": [0], "test": [0], "retain": [0], "validation": [0]})
+    table = pd.DataFrame({"index": [3], "score": [1.5]})
+    good = Attack("t", lambda i, p: AttackResult({"x": 1.0}, {"top": table}), metrics={"x": Metric()})
+    result = run_attack(good, {}, AttackInput(out))
+    assert result.metrics == {"t/x": 1.0} and result.tables["top"].equals(table)
+    bad = Attack("u", lambda i, p: AttackResult({"x": 1.0}, {"top": [1, 2]}), metrics={"x": Metric()})
+    with pytest.raises(TypeError, match="table 'top' is list, expected a DataFrame"):
+        run_attack(bad, {}, AttackInput(out))

@@ -39,9 +39,11 @@ def mlflow_runs(env, experiment):
 def test_every_method_through_the_cli_into_mlflow_and_a_report(tmp_path, data_dir):
     """Every registered method on real images (the tiny CNN: ResNet18's layers are not the point here)."""
     env = env_for(tmp_path, data_dir)
-    proc = unlearn("run", "--profile", "smoke", "--model", "tiny-cnn", "--seeds", "0", "--quiet", env=env, cwd=tmp_path)
+    proc = unlearn("run", "--profile", "smoke", "--model", "tiny-cnn", "--seeds", "0", "--references", "2", "--quiet",
+                   env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "retrain" in proc.stdout and "MIA AUC" in proc.stdout and "conf. gap" in proc.stdout  # the terminal table
+    assert "attack forget-quality skipped: needs 6 reference model(s), 2 available" in proc.stderr
 
     runs = mlflow_runs(env, "unlearning-random")
     parents = runs[runs["tags.run_kind"] == "parent"]
@@ -50,8 +52,11 @@ def test_every_method_through_the_cli_into_mlflow_and_a_report(tmp_path, data_di
     assert set(children["tags.method"]) == {"original", "retrain", *default_host().methods.names()}
     assert (children["status"] == "FINISHED").all() and children["tags.cell_hash"].nunique() == len(children)
     for col in ("metrics.acc_forget", "metrics.acc_validation", "metrics.forget_val_ratio", "metrics.mia/auc",
-                "metrics.confidence-gap/gap"):
+                "metrics.confidence-gap/gap", "metrics.lira-offline/auc", "metrics.rmia/tpr_1pct",
+                "metrics.feature-cka/cka_delta", "metrics.js-retrain/js", "metrics.zrf/zrf_diff",
+                "metrics.mia-efficacy/efficacy_diff", "metrics.attack_seconds/lira-offline"):
         assert children[col].notna().all(), col
+    assert (children["tags.skipped_attacks"] == "forget-quality").all()
     methods = children[~children["tags.method"].isin(["original", "retrain"])]
     assert methods["metrics.pct_retrain_time"].notna().all() and methods["metrics.retrain_seconds"].gt(0).all()
     assert methods["params.split_hash"].nunique() == 1 and methods["params.profile"].eq("smoke").all()
@@ -60,6 +65,8 @@ def test_every_method_through_the_cli_into_mlflow_and_a_report(tmp_path, data_di
     simple_id = children[children["tags.method"] == "simple"].iloc[0]["run_id"]
     history = mlflow.MlflowClient().get_metric_history(simple_id, "epoch_acc_forget")
     assert [m.step for m in history] == list(range(1, 6))  # simple's 5 epochs, step = epoch
+    exposed = mlflow.artifacts.load_dict(f"runs:/{simple_id}/attacks/lira-offline/most_exposed.json")
+    assert exposed["columns"][:3] == ["index", "label", "score"] and len(exposed["data"]) == 20
 
     report = tmp_path / "results.md"
     proc = unlearn("report", "--experiment", "unlearning-random", "--output", str(report), env=env, cwd=tmp_path,

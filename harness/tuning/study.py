@@ -69,6 +69,7 @@ class TuneConfig:
     device: str | None = None
     tracking_uri: str | None = None
     experiment: str | None = None  # None: "tuning-<scenario>"
+    references: int | None = None  # reference bank per split (None: the profile's), for bank-based attack metrics
     show_progress: bool = True
     epoch_eval_size: int | None = 2000
     command: str | None = None
@@ -123,13 +124,16 @@ class Tuner:
                     precision=config.precision, model=config.model, model_options=config.model_options,
                     attacks=[attack], attack_options=config.attack_options, data_dir=config.data_dir,
                     cache_dir=config.cache_dir, device=config.device, tracking_uri=config.tracking_uri,
-                    show_progress=config.show_progress, epoch_eval_size=config.epoch_eval_size,
+                    show_progress=config.show_progress, epoch_eval_size=config.epoch_eval_size, references=config.references,
                     command=config.command, experiment=config.experiment or f"tuning-{config.scenario}")
         self.plan = plan(RunConfig(methods=config.methods, seeds=config.seeds, heldout_part="tune", **base), self.host)
         if not self.plan.methods:
             raise UsageError("no method to tune: name one with --method (the original and retrain rows are references)")
         self.holdout_plan = plan(RunConfig(methods=config.methods, seeds=config.holdout_seeds, heldout_part="judge",
                                            **base), self.host) if config.holdout_seeds else None
+        skipped = self.plan.skipped_attacks(retrain=False)
+        if skipped:
+            raise UsageError(f"attack {attack!r} cannot give the tuning signal: {skipped[attack]}")
         declared = self.plan.attacks[0].component.metrics
         if metric not in declared:
             raise UsageError(f"attack {attack!r} has no metric {metric!r}; its metrics: {', '.join(declared)}")
@@ -295,7 +299,7 @@ class Tuner:
         for seed in self.plan.seeds:
             split = self.plan.splits[seed]
             row = self.plan.cells(split)[0]  # the original reference row: its metrics and attacks
-            result = evaluate_cell(row, self.refs().for_split(split, retrain=False))
+            result = evaluate_cell(row, self.refs().for_split(split, retrain=False, references=self.plan.n_references))
             if result.attack_errors:
                 raise RuntimeError(f"the attack failed on the original model: {next(iter(result.attack_errors.values()))}")
             rows.append(result.metrics)
@@ -398,7 +402,7 @@ class _TrialObjective:
         try:
             for seed in plan_.seeds:
                 split = plan_.splits[seed]
-                refs = t.refs().for_split(split, retrain=False)
+                refs = t.refs().for_split(split, retrain=False, references=plan_.n_references)
                 cell = Cell(method.name, method.component, params, split, plan_.attacks, plan_.setting)
                 result = evaluate_cell(cell, refs, Callbacks(on_epoch=on_epoch), show_progress=cfg.show_progress,
                                        epoch_eval_size=cfg.epoch_eval_size)
