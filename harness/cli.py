@@ -107,8 +107,7 @@ def _common_options(fn):
 @_common_options
 def run(config_file, **opts):
     """Run unlearning methods and log every (method, seed) to MLflow."""
-    from .data import DataError
-    from .plan import RunConfig, UsageError, plan
+    from .plan import RunConfig
     from .report import format_summary
     from .runner import Runner
     from .tracking import MlflowTracker, default_tracking_uri
@@ -125,12 +124,7 @@ def run(config_file, **opts):
         log_models=opts["log_models"], show_progress=not opts["quiet"], resume=opts["resume"],
         references=opts["references"],
         command=" ".join(["unlearn", *sys.argv[1:]]))
-    try:
-        p = plan(config)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
-    except DataError as exc:
-        raise click.ClickException(str(exc)) from None
+    p = _planned(config)
     tracker = MlflowTracker(config.tracking_uri, p.experiment)
     click.echo(f"tracking: {tracker.uri} (experiment {p.experiment!r}); precision {p.profile.precision}", err=True)
     try:
@@ -148,6 +142,19 @@ def run(config_file, **opts):
             click.echo(f"  {f['method']} seed={f['seed']}: {f['error']}\n    run {f['run_id']}, details: {f['where']}",
                        err=True)
         sys.exit(1)
+
+
+def _planned(config):
+    """plan(config), its mistakes as click errors: bad input exits 2, unreadable data 1."""
+    from .data import DataError
+    from .plan import UsageError, plan
+
+    try:
+        return plan(config)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 _TABLE_FLAGS = {"scenario_options": ("--scenario-option", False), "model_options": ("--model-option", False),
@@ -370,8 +377,7 @@ def check_attacks_command(**opts):
     within its interval of the ideal; exit status 1 if any attack fails. Trains (once, cached) the
     original, the gold retrain, the bank and the held-out retrain."""
     from .attack_check import check_attacks, format_verdicts
-    from .data import DataError
-    from .plan import RunConfig, UsageError, plan
+    from .plan import RunConfig
 
     attack_names = _parse_list(opts["attacks"], "--attacks")
     config = RunConfig(methods=None, scenario=opts["scenario"], seeds=[opts["seed"]], profile=opts["profile"],
@@ -379,12 +385,7 @@ def check_attacks_command(**opts):
                        attack_options=_parse_assignments(opts["attack_options"], "--attack-option", True),
                        data_dir=opts["data_dir"], cache_dir=opts["cache_dir"], device=opts["device"],
                        references=opts["references"], show_progress=not opts["quiet"])
-    try:
-        p = plan(config)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
-    except DataError as exc:
-        raise click.ClickException(str(exc)) from None
+    p = _planned(config)
     if not p.attacks:
         raise click.UsageError("no attack to check")
     result = check_attacks(p)

@@ -68,7 +68,7 @@ def test_linear_cka_matches_hsic_with_centring_matrices_and_its_invariances():
 def test_modified_entropy_matches_song_and_mittal():
     rng = np.random.default_rng(2)
     out = model(rng, 3.0)
-    p = out.probs("test").double().numpy()
+    p = out.logits["test"].double().softmax(1).numpy()
     y = out.labels["test"].numpy()
     expected = []
     for row, label in zip(p, y):
@@ -77,6 +77,11 @@ def test_modified_entropy_matches_song_and_mittal():
         expected.append(value)
     np.testing.assert_allclose(svc_efficacy.feature(out, "test", "m_entropy"), expected, rtol=1e-9)
     np.testing.assert_allclose(svc_efficacy.feature(out, "test", "confidence"), p[np.arange(len(y)), y])
+    # a saturated prediction: 1 - p rounds to 0 in floating point, the logsumexp form stays exact
+    saturated = outputs({s: [[60.0, 0.0, 0.0]] for s in SPLITS}, {s: [1] for s in SPLITS})
+    value = svc_efficacy.feature(saturated, "test", "m_entropy")[0]
+    # -(1 - p_y) log p_y ~ 60, and -p_0 log(1 - p_0) ~ -log(2 e^-60) = 60 - log 2
+    assert np.isfinite(value) and value == pytest.approx(120.0 - np.log(2), rel=1e-6)
 
 
 def attack(name, target, original=None, retrain=None, random=None, seed=0, **params):

@@ -73,7 +73,7 @@ def test_every_method_through_the_cli_into_mlflow_and_a_report(tmp_path, data_di
                    timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = report.read_text()
-    assert "unlearn run --profile smoke --model tiny-cnn --seeds 0 --quiet" in text and "| simple | 1 |" in text
+    assert "unlearn run --profile smoke --model tiny-cnn --seeds 0 --references 2 --quiet" in text and "| simple | 1 |" in text
     assert "conf. gap" in text and "`confidence-gap/gap`" in text  # a third-party metric, from its declaration
 
 

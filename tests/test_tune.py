@@ -161,6 +161,8 @@ def _space(tmp: Path, text: str) -> str:
     (lambda t: ["--storage", "postgresql+psycopg2://u:pw@127.0.0.1:1/db"], "unreachable"),
     (lambda t: ["--seeds", "0-1", "--holdout-seeds", "1-2"], "both tuning and held-out"),
     (lambda t: ["--attack-metric", "mia/aucc"], "no metric 'aucc'"),
+    (lambda t: ["--attack-metric", "lira-offline/auc"], "cannot give the tuning signal: needs 2 reference model(s)"),
+    (lambda t: ["--attack-metric", "js-retrain/js"], "cannot give the tuning signal: needs the retrain model"),
     (lambda t: ["--export", "x.toml", "--holdout-seeds", "none"], "give --holdout-seeds"),
     (lambda t: ["--trials", "0"], "at least 1"),
 ])

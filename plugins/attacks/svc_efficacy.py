@@ -9,30 +9,33 @@ ideal is not 100% but the retrain model's value (a retrain still recognises some
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.svm import SVC
 
 from harness import Choice, Int, Metric, hookimpl
 from harness.stats import bootstrap_ci
 
 FEATURES = ("confidence", "entropy", "m_entropy")
-EPS = 1e-30
 
 
 def feature(outputs, split: str, kind: str) -> np.ndarray:
     """One number per image: p_y (confidence), the prediction's entropy, or Song & Mittal's (2021)
     modified entropy -(1 - p_y) log p_y - sum_{j != y} p_j log(1 - p_j), which uses the label."""
-    p = outputs.probs(split).double().numpy()
-    y = outputs.labels[split].numpy()
-    rows = np.arange(len(y))
+    z = outputs.logits[split].double()
+    y = outputs.labels[split]
+    log_p = z.log_softmax(1)
+    rows = torch.arange(len(y))
     if kind == "confidence":
-        return p[rows, y]
+        return log_p[rows, y].exp().numpy()
     if kind == "entropy":
-        return -(p * np.log(np.maximum(p, EPS))).sum(1)
+        return -(log_p.exp() * log_p).sum(1).numpy()
     if kind == "m_entropy":
-        p_y = p[rows, y]
-        others = p * np.log(np.maximum(1 - p, EPS))
-        others[rows, y] = 0.0
-        return -(1 - p_y) * np.log(np.maximum(p_y, EPS)) - others.sum(1)
+        # log(1 - p_j) = logsumexp of the other logits - logsumexp of all: exact where p_j rounds to 1
+        eye = torch.eye(z.shape[1], dtype=torch.bool)
+        log_rest = z[:, None, :].masked_fill(eye, float("-inf")).logsumexp(2) - z.logsumexp(1, keepdim=True)
+        p = log_p.exp()
+        others = (p * log_rest).masked_fill(eye[y], 0.0).sum(1)
+        return (-log_rest[rows, y].exp() * log_p[rows, y] - others).numpy()
     raise ValueError(f"unknown feature {kind!r}; valid: {', '.join(FEATURES)}")
 
 
