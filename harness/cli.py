@@ -1,9 +1,11 @@
 """The `unlearn` command line."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 
 import click
@@ -109,7 +111,7 @@ def run(config_file, **opts):
     """Run unlearning methods and log every (method, seed) to MLflow."""
     from .plan import RunConfig
     from .report import format_summary
-    from .runner import Runner
+    from .runner import RunInProgress, Runner
     from .tracking import MlflowTracker, default_tracking_uri
 
     opts = _with_config_file(config_file, opts) if config_file else _parsed_tables(opts)
@@ -128,10 +130,13 @@ def run(config_file, **opts):
     tracker = MlflowTracker(config.tracking_uri, p.experiment)
     click.echo(f"tracking: {tracker.uri} (experiment {p.experiment!r}); precision {p.profile.precision}", err=True)
     try:
-        result = Runner(p, tracker).run()
-    except KeyboardInterrupt:
+        with _terminate_like_ctrl_c():
+            result = Runner(p, tracker).run()
+    except RunInProgress as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt as exc:
         click.echo("\ninterrupted: runs marked KILLED. Continue with the same command and --resume.", err=True)
-        sys.exit(130)
+        sys.exit(_interrupted_status(exc))
     summary = result.summary()
     if not summary.empty:
         click.echo(format_summary(summary, p.attack_metrics).to_string())
@@ -142,6 +147,28 @@ def run(config_file, **opts):
             click.echo(f"  {f['method']} seed={f['seed']}: {f['error']}\n    run {f['run_id']}, details: {f['where']}",
                        err=True)
         sys.exit(1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `docker stop` and schedulers send), raised where Ctrl-C would be: runs end KILLED."""
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c():
+    """While the block runs, SIGTERM raises `Terminated`; the previous handler is restored after."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM is not caught again
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted_status(exc: KeyboardInterrupt) -> int:
+    return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
 
 
 def _planned(config):
@@ -258,13 +285,14 @@ def tune(**opts):
     click.echo(f"tracking: {tuner.tracker.uri} (experiment {tuner.experiment!r}); studies: {tuner.storage.display}; "
                f"precision {tuner.plan.profile.precision}", err=True)
     try:
-        results = run_studies(tuner)
+        with _terminate_like_ctrl_c():
+            results = run_studies(tuner)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.echo("\ninterrupted: the running trial is marked FAIL and its run KILLED. Run the same command again "
                    "to continue the study.", err=True)
-        sys.exit(130)
+        sys.exit(_interrupted_status(exc))
     for result in results:
         click.echo(terminal_summary(result))
 

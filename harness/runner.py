@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -16,12 +18,58 @@ from . import __version__
 from .cell import Callbacks, Cell, CellResult, evaluate_cell
 from .host import Host
 from .metrics import UTILITY
+from .owners import alive, host_key, worker_id
 from .plan import Plan, RunConfig, plan
 from .report import columns
 from .references import ORIGINAL_SEED
-from .tracking import FAILED, FINISHED, KILLED, MemoryTracker, Tracker, TrackedRun, git_commit
+from .tracking import FAILED, FINISHED, KILLED, RUNNING, MemoryTracker, Tracker, TrackedRun, git_commit
 
 log = logging.getLogger(__name__)
+HEARTBEAT_S = 30  # how often a running parent says it is alive
+STALE_S = 300  # a parent on another host silent this long is taken for dead
+
+
+class RunInProgress(RuntimeError):
+    """--resume found the configuration's run still owned by a live process: adopting it would run every
+    remaining cell twice."""
+
+
+def owner_alive(tags: dict, now: float | None = None) -> bool:
+    """Whether the process that owns a run (its `owner` and `heartbeat` tags) is still running it: on this
+    host the kernel knows; elsewhere a heartbeat younger than STALE_S says so."""
+    host, _, pid = tags.get("owner", "").rpartition(":")
+    if not host:
+        return False  # written before owners were recorded: nobody can be running it
+    if host == host_key() and pid.isdigit():
+        return alive(int(pid))
+    try:
+        return (now or time.time()) - float(tags.get("heartbeat", 0)) < STALE_S
+    except ValueError:
+        return False
+
+
+class Heartbeat:
+    """Refreshes the parent's `heartbeat` tag from a daemon thread while the run is alive."""
+
+    def __init__(self, run, interval: float = HEARTBEAT_S):
+        self.run, self.interval, self._stop = run, interval, threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="harness-heartbeat")
+
+    def __enter__(self):
+        self.run.set_tags({"owner": worker_id(), "heartbeat": f"{time.time():.0f}"})
+        self._thread.start()
+        return self
+
+    def _beat(self):
+        while not self._stop.wait(self.interval):
+            try:
+                self.run.set_tags({"heartbeat": f"{time.time():.0f}"})
+            except Exception as exc:  # a store hiccup must not kill the run; the next beat retries
+                log.debug("heartbeat not written: %s", exc)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 @dataclass
@@ -73,6 +121,11 @@ class Runner:
         parent, done = self._open_parent()
         for name, why in p.skipped_attacks().items():
             log.warning("attack %s skipped: %s", name, why)
+        with Heartbeat(parent):
+            return self._run_cells(parent, done)
+
+    def _run_cells(self, parent: TrackedRun, done: dict) -> RunResult:
+        p = self.p
         try:
             for seed in p.seeds:
                 split = p.splits[seed]
@@ -103,8 +156,16 @@ class Runner:
         """A new parent run, or with --resume the unfinished one of the same configuration and the metrics
         of its finished cells (by cell hash)."""
         p, done = self.p, {}
-        parent_id = self.tracker.find_resumable(p.hash) if self.cfg.resume else None
-        if parent_id is not None:
+        found = self.tracker.find_resumable(p.hash) if self.cfg.resume else None
+        if found is not None and found["status"] == RUNNING and owner_alive(found["tags"]):
+            raise RunInProgress(
+                f"run {found['run_id']} of this configuration is still running (owner {found['tags'].get('owner')}); "
+                f"wait for it or stop it (Ctrl-C or SIGTERM), then --resume continues it")
+        if found is not None:
+            parent_id = found["run_id"]
+            orphans = self.tracker.kill_running_children(parent_id)
+            if orphans:
+                log.info("resuming run %s: %d cell(s) left RUNNING by a dead process marked KILLED", parent_id, orphans)
             parent = self.tracker.reopen(parent_id)
             for child in self.tracker.finished_children(parent_id):
                 if "cell_hash" in child["tags"]:

@@ -39,8 +39,9 @@ class Tracker(Protocol):
     def start_parent(self, name: str, tags: dict) -> TrackedRun: ...
     def reopen(self, run_id: str) -> TrackedRun: ...
     def start_child(self, parent: TrackedRun, name: str, tags: dict) -> TrackedRun: ...
-    def find_resumable(self, config_hash: str) -> str | None: ...
+    def find_resumable(self, config_hash: str) -> dict | None: ...
     def finished_children(self, parent_id: str) -> list[dict]: ...
+    def kill_running_children(self, parent_id: str) -> int: ...
 
 
 def default_tracking_uri(explicit: str | None = None) -> str:
@@ -61,6 +62,21 @@ def artifact_root_for(uri: str) -> str | None:
     """Artifacts beside an SQLite database; None lets a tracking server decide."""
     path = _sqlite_path(uri)
     return (path.parent / "artifacts").resolve().as_uri() if path is not None else None
+
+
+def store_lock(uri: str):
+    """A lock beside a SQLite store, held while it is created or its experiment is: MLflow migrates a new
+    database on first use, and two processes doing it at once crash in alembic ("table
+    _alembic_tmp_... already exists"). Other stores are servers that serialise this themselves."""
+    from contextlib import nullcontext
+
+    from filelock import FileLock
+
+    path = _sqlite_path(uri)
+    if path is None:
+        return nullcontext()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock")
 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
@@ -163,16 +179,15 @@ class MlflowTracker:
         from mlflow import MlflowClient
 
         self.uri = default_tracking_uri(uri)
-        path = _sqlite_path(self.uri)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        existing = self.client.get_experiment_by_name(experiment)
-        if existing is not None:
-            self.experiment_id = existing.experiment_id
-        else:
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root_for(self.uri))
+        with store_lock(self.uri):  # the client creates the schema of a new store; two processes must not both
+            self.client = MlflowClient(tracking_uri=self.uri)
+            existing = self.client.get_experiment_by_name(experiment)
+            if existing is not None:
+                self.experiment_id = existing.experiment_id
+            else:
+                self.experiment_id = self.client.create_experiment(experiment,
+                                                                   artifact_location=artifact_root_for(self.uri))
         self.experiment = experiment
 
     def start_parent(self, name: str, tags: dict) -> MlflowRun:
@@ -188,13 +203,24 @@ class MlflowTracker:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         return MlflowRun(self.client, run.info.run_id)
 
-    def find_resumable(self, config_hash: str) -> str | None:
-        """The newest parent run of this configuration that did not finish."""
+    def find_resumable(self, config_hash: str) -> dict | None:
+        """The newest parent run of this configuration that did not finish: {run_id, status, tags}."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.config_hash = '{config_hash}' and tags.run_kind = 'parent'",
             order_by=["attributes.start_time DESC"], max_results=20)
-        return next((r.info.run_id for r in runs if r.info.status != FINISHED), None)
+        return next(({"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags)}
+                     for r in runs if r.info.status != FINISHED), None)
+
+    def kill_running_children(self, parent_id: str) -> int:
+        """Mark the children still RUNNING under `parent_id` KILLED (their process is gone); how many."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000)
+        orphans = [r for r in runs if r.info.status == RUNNING]
+        for r in orphans:
+            self.client.set_tag(r.info.run_id, "end_reason", "its process died")
+            self.client.set_terminated(r.info.run_id, status=KILLED)
+        return len(orphans)
 
     def finished_children(self, parent_id: str) -> list[dict]:
         runs = self.client.search_runs(
@@ -213,7 +239,8 @@ class MlflowStore:
         path = _sqlite_path(self.uri)
         if path is not None and not path.exists():
             raise FileNotFoundError(f"no tracking store at {path}: run `unlearn run` first or pass --tracking-uri")
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with store_lock(self.uri):
+            self.client = MlflowClient(tracking_uri=self.uri)
 
     def latest_parent(self, experiment: str) -> str:
         """The newest parent run of `experiment` (of any status: a FAILED one is reported with its failures)."""
@@ -326,11 +353,17 @@ class MemoryTracker:
     def start_child(self, parent: MemoryRun, name: str, tags: dict) -> MemoryRun:
         return self._new(name, {**tags, "mlflow.parentRunId": parent.run_id})
 
-    def find_resumable(self, config_hash: str) -> str | None:
+    def find_resumable(self, config_hash: str) -> dict | None:
         for run in reversed(self.runs):
             if run.tags.get("config_hash") == config_hash and run.tags.get("run_kind") == "parent" and run.status != FINISHED:
-                return run.run_id
+                return {"run_id": run.run_id, "status": run.status, "tags": dict(run.tags)}
         return None
+
+    def kill_running_children(self, parent_id: str) -> int:
+        orphans = [r for r in self.runs if r.tags.get("mlflow.parentRunId") == parent_id and r.status == RUNNING]
+        for r in orphans:
+            r.status = KILLED
+        return len(orphans)
 
     def finished_children(self, parent_id: str) -> list[dict]:
         return [{"tags": r.tags, "metrics": {k: v[-1][1] for k, v in r.metrics.items()}, "run_id": r.run_id}

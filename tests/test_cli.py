@@ -213,3 +213,41 @@ def test_a_run_skips_attacks_it_has_no_references_for_with_one_line(tmp_path, mo
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert skipped == ["attack needs-bank skipped: needs 3 reference model(s), 0 available: run with --references 3 "
                        "(each is one more retrain, cached and shared by every method and later run)"]
+
+
+class SelfTerminating:
+    """A method that sends SIGTERM to its own process, as `docker stop` would mid-cell."""
+
+    @hookimpl
+    def register_methods(self, register):
+        import os
+        import signal
+
+        from harness import Int
+
+        def stop(model, data, params, ctx):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return model
+
+        register("self-terminating", stop, space={"epochs": Int(1, 2, default=1)})
+
+
+def test_sigterm_ends_runs_killed_like_ctrl_c(tmp_path, monkeypatch, npz_dir):
+    import signal
+
+    import mlflow
+
+    host = discover(extra_plugins=[("stopper", SelfTerminating())])
+    monkeypatch.setattr("harness.plan.default_host", lambda: host)
+    monkeypatch.chdir(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = invoke("run", *SMOKE, "--data-dir", str(npz_dir), "--cache-dir", str(tmp_path / "c"), "--tracking-uri",
+                    uri, "--methods", "self-terminating", "--attacks", "mia")
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert "interrupted: runs marked KILLED" in result.output
+    assert signal.getsignal(signal.SIGTERM) == before, "the handler is the command's only"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["unlearning-random"], output_format="pandas")
+    status = dict(zip(runs["tags.method"].fillna("parent"), runs["status"]))
+    assert status == {"parent": "KILLED", "original": "FINISHED", "retrain": "FINISHED", "self-terminating": "KILLED"}

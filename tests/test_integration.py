@@ -114,3 +114,66 @@ def test_third_party_plugin_is_installed_discovered_and_runs(tmp_path, data_dir)
     mine = runs[runs["tags.method"] == "noisy-finetune"]
     assert len(mine) == 1 and mine.iloc[0]["status"] == "FINISHED"
     assert mine["metrics.confidence-gap/gap"].notna().all()
+
+
+# -- faults: a dead process, two at once (SIGTERM and a live run: tests/test_cli.py, in process) --------------------------------------------
+SLOW = ["run", "--profile", "smoke", "--model", "tiny-cnn", "--seeds", "0", "--attacks", "mia", "--quiet",
+        "--methods", "simple,noisy-finetune", "--param", "simple.epochs=1", "--param", "noisy-finetune.epochs=1",
+        "--param", "noisy-finetune.pause=4"]
+
+
+def _start_and_wait_for(env, cwd, marker: str, args=SLOW) -> subprocess.Popen:
+    """Start `unlearn` and return once `marker` appears on its stderr (the cell we want to hit has begun)."""
+    import time
+
+    proc = subprocess.Popen([*UNLEARN, *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    for line in proc.stderr:
+        if marker in line or time.time() > deadline:
+            break
+    time.sleep(1.0)  # into the cell's pause
+    return proc
+
+
+def _children(env):
+    runs = mlflow_runs(env, "unlearning-random")
+    return runs[runs["tags.run_kind"] == "child"], runs[runs["tags.run_kind"] == "parent"]
+
+
+def test_sigkill_then_resume_marks_the_orphan_and_runs_every_cell_once(tmp_path, data_dir):
+    """SIGKILL mid-cell leaves the parent and the cell RUNNING; --resume adopts the dead run (its owner's pid
+    is gone), marks the orphan KILLED, and every cell ends FINISHED exactly once."""
+    import signal
+
+    env = env_for(tmp_path, data_dir)
+    proc = _start_and_wait_for(env, tmp_path, "simple seed=0:")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    children, parents = _children(env)
+    assert children[children["tags.method"] == "noisy-finetune"]["status"].tolist() == ["RUNNING"]  # the orphan
+    again = unlearn(*SLOW, "--resume", env=env, cwd=tmp_path)  # the dead run is adopted, its orphan marked KILLED
+    assert again.returncode == 0, again.stderr[-2000:]
+    children, parents = _children(env)
+    assert len(parents) == 1 and parents["status"].tolist() == ["FINISHED"]
+    finished = children[children["status"] == "FINISHED"]
+    assert sorted(finished["tags.method"]) == ["noisy-finetune", "original", "retrain", "simple"]  # each once
+    assert "RUNNING" not in set(children["status"])
+    assert children[children["tags.method"] == "noisy-finetune"]["status"].tolist().count("KILLED") == 1
+
+
+def test_two_processes_on_a_fresh_store_and_one_cache_both_finish(tmp_path, data_dir):
+    """The first use of a SQLite store creates its schema: two processes doing it at once crashed in alembic
+    ("table _alembic_tmp_... already exists"), and one seed was lost. Both must finish; the original is
+    trained once (the cache's lock)."""
+    env = env_for(tmp_path, data_dir)
+    args = [*UNLEARN, "run", "--profile", "smoke", "--model", "tiny-cnn", "--methods", "simple", "--param",
+            "simple.epochs=1", "--attacks", "mia", "--quiet"]
+    procs = [subprocess.Popen([*args, "--seeds", str(seed)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outputs]
+    trained = sum(err.count("(cached: False)") for _, err in outputs)
+    assert trained == 1, "the shared original must be trained once"
+    _, parents = _children(env)
+    assert sorted(parents["status"]) == ["FINISHED", "FINISHED"]

@@ -221,3 +221,31 @@ def test_resume_against_a_real_mlflow_sqlite_store(npz_dir, tmp_path, host):
     assert [r["method"] for r in rows if r["status"] == KILLED] == ["interruptible"]
     table = store.load_json(parent_id, "results.json")
     assert len(table["data"]) == 4 and "mia/auc" in table["columns"]
+
+
+def test_resume_refuses_a_run_whose_owner_is_alive_and_adopts_a_dead_one(npz_dir, tmp_path, host):
+    """A live run is never adopted (it would run every remaining cell twice); a RUNNING one whose process is
+    gone is, and its orphan cells are marked KILLED."""
+    import os
+    import subprocess
+    import sys
+
+    from harness.owners import host_key
+    from harness.plan import plan
+    from harness.runner import RunInProgress, Runner, owner_alive
+
+    tracker = MemoryTracker()
+    p = plan(config(npz_dir, tmp_path, resume=True), host)
+    parent = tracker.start_parent("x", {"run_kind": "parent", "config_hash": p.hash,
+                                        "owner": f"{host_key()}:{os.getpid()}"})
+    orphan = tracker.start_child(parent, "cell", {"cell_hash": "h"})
+    with pytest.raises(RunInProgress, match="is still running"):
+        Runner(p, tracker).run()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    parent.set_tags({"owner": f"{host_key()}:{dead.stdout.strip()}"})
+    assert not owner_alive(parent.tags)
+    Runner(p, tracker).run()
+    assert orphan.status == KILLED and parent.status == "FINISHED"
+    # another host: alive while its heartbeat is fresh
+    assert owner_alive({"owner": "elsewhere:1", "heartbeat": "100"}, now=150)
+    assert not owner_alive({"owner": "elsewhere:1", "heartbeat": "100"}, now=100 + 10_000)

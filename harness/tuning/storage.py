@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import random
-import socket
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from ..owners import alive as _alive
+from ..owners import host_key, worker_id  # noqa: F401 - the tuner's workers are named the same way
 
 log = logging.getLogger(__name__)
 MAX_RETRY = 2  # a trial whose worker died is retried this many times with the same parameters
@@ -147,35 +149,6 @@ def optuna_experimental() -> type[Warning]:
 
 
 # -- workers -------------------------------------------------------------------------------------------
-def host_key() -> str:
-    """Which processes this one can see: the host name, the kernel's boot id and the PID namespace, so two
-    containers (or two machines with the same name) never take each other's process ids for their own.
-    $HARNESS_WORKER_HOST overrides it (tests simulate several machines on one)."""
-    if os.environ.get("HARNESS_WORKER_HOST"):
-        return os.environ["HARNESS_WORKER_HOST"]
-    parts = [socket.gethostname()]
-    try:
-        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8])
-        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
-    except OSError:
-        pass
-    return "/".join(parts)
-
-
-def worker_id() -> str:
-    return f"{host_key()}:{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def retry(study, trial, reason: str, on_failed: Callable | None = None) -> None:
     """Queue `trial` again with the same parameters (at most MAX_RETRY times) and report it."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
