@@ -148,3 +148,25 @@ def results_markdown(summary: pd.DataFrame, frame: pd.DataFrame, attack_metrics:
     lines += [f"- `{c}` ({_header(c, m)}): {m.help or 'see the plugin'}{f' [{m.ideal}]' if m.ideal else ''}"
               for c, m in columns(attack_metrics)]
     return "\n".join(lines) + "\n"
+
+
+def forget_grid(images, labels, classes, title: str, limit: int = 32):
+    """The first `limit` forget images with their labels: what a scenario chose, at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(limit, len(images))
+    cols = 8
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25 + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i].permute(1, 2, 0).cpu().numpy())
+            ax.set_title(classes[int(labels[i])], fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

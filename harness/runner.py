@@ -176,7 +176,23 @@ class Runner:
                                            tags=self._tags(run_kind="parent", config_hash=p.hash, command=self.cfg.command))
         parent.log_params(self._parent_params())
         parent.log_dict(p.describe(), "config.json")
+        self._log_forget_examples(parent)
         return parent, done
+
+    def _log_forget_examples(self, parent: TrackedRun) -> None:
+        """A grid of each split's forget images (`forget_examples/seed<N>.png`): what the scenario chose."""
+        from .report import forget_grid
+
+        data = self.p.data
+        for seed in self.p.seeds:
+            split = self.p.splits[seed]
+            idx = split.forget[:32].to(data.images.device)
+            try:
+                parent.log_figure(forget_grid(data.images[idx], data.labels[idx], data.classes,
+                                              f"{split.scenario}, seed {seed}: {len(split.forget)} forget images"),
+                                  f"forget_examples/seed{seed}.png")
+            except Exception as exc:  # a plotting problem must not stop a benchmark
+                log.warning("forget examples not logged: %s", exc)
 
     def _run_cell(self, parent: TrackedRun, cell: Cell, refs) -> None:
         split = cell.split

@@ -73,3 +73,26 @@ def test_bad_scenario_output_is_refused(positions, message):
         make_split(DATA, PROFILE, bad, seed=0)
 
 
+
+
+def test_targeted_red_picks_the_reddest_images_and_scales_with_the_pool():
+    """Plant red images in a grey pool: they are the ones chosen, the same for any seed; the default count
+    is the paper's 525 of 50,000 scaled to the pool."""
+    from harness.splits import Pool
+    from plugins.scenarios import red_forget
+
+    n = 2000
+    images = torch.full((n, 3, 32, 32), 120, dtype=torch.uint8)
+    images += torch.randint(0, 30, images.shape, generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    planted = torch.tensor([5, 77, 300, 1999])
+    images[planted, 0] = 220  # strong red channel
+    images[planted, 1:] = 30
+    pool = Pool(torch.arange(n), torch.zeros(n, dtype=torch.long), images, ("x",), 0.1, 0)
+    chosen, info = red_forget(pool, torch.Generator().manual_seed(0), count=4)
+    assert sorted(chosen.tolist()) == planted.tolist() and info["count"] == 4
+    again, _ = red_forget(pool, torch.Generator().manual_seed(9), count=4)
+    assert torch.equal(chosen, again)
+    default, info = red_forget(pool, torch.Generator().manual_seed(0))
+    assert info["count"] == round(525 * n / 50_000) == 21 and set(planted.tolist()) <= set(default.tolist())
+    with pytest.raises(ValueError, match="whole pool"):
+        red_forget(pool, torch.Generator(), count=n)
