@@ -18,8 +18,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from .cell import Configured
-from .evaluation import Outputs, model_outputs, run_attack
+from .cell import FINISHED, Cell, CellResult, Configured, run_attacks
+from .evaluation import Outputs, model_outputs
 from .metrics import Metric
 from .plan import Plan
 from .references import SplitReferences, witness_seed
@@ -71,22 +71,19 @@ def check_attacks(plan: Plan) -> CheckResult:
 
 
 def _check_one(attack: Configured, refs: SplitReferences, witness: Outputs) -> list[Verdict]:
-    component, params = attack.component, attack.params
-    reason = refs.unmet(component, params)
-    if reason is not None:
-        return [Verdict(attack.name, SKIPPED, why=reason)]
-    start = time.perf_counter()
-    try:
-        prepared = refs.prepared(component, params)
-        n = component.reruns_needed(params)
-        scored = {}
-        for label, target, reruns in (("original", refs.original_out, refs.reference_reruns("original", n)),
-                                      ("witness", witness, refs.reference_reruns("retrain", n))):
-            scored[label] = run_attack(component, params, refs.attack_input(component, target, prepared, reruns)).metrics
-    except Exception as exc:
-        return [Verdict(attack.name, ERROR, why=f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
-                        seconds=time.perf_counter() - start)]
-    seconds = time.perf_counter() - start
+    """Both models through the cell's own attack step (skips, reruns, errors and timing as in a run)."""
+    scored, seconds = {}, 0.0
+    for label, target, row in (("original", refs.original_out, "original"), ("witness", witness, "retrain")):
+        result = CellResult(Cell(label, None, {}, refs.split, (attack,)), FINISHED)
+        run_attacks(result, refs, target, lambda n, row=row: refs.reference_reruns(row, n))
+        if attack.name in result.skipped:
+            return [Verdict(attack.name, SKIPPED, why=result.skipped[attack.name])]
+        seconds += result.metrics.pop(f"attack_seconds/{attack.name}", 0.0)
+        if attack.name in result.attack_errors:
+            return [Verdict(attack.name, ERROR, why=result.attack_errors[attack.name].splitlines()[0],
+                            seconds=seconds)]
+        scored[label] = result.metrics
+    component = attack.component
     checked = {name: m for name, m in component.metrics.items() if m.interval}
     if not checked:
         return [Verdict(attack.name, UNCHECKED, why="declares no metric with an interval, so nothing to judge",

@@ -145,7 +145,7 @@ def evaluate_cell(cell: Cell, refs: SplitReferences, callbacks: Callbacks | None
                     "retrain_seconds": retrain_clock.estimate,
                     "pct_retrain_time": 100.0 * elapsed / retrain_clock.estimate})
     result = CellResult(cell, FINISHED, metrics, ctx.history)
-    _attack(result, refs, out, lambda n: _reruns(cell, refs, n))
+    run_attacks(result, refs, out, lambda n: _reruns(cell, refs, n))
     return result
 
 
@@ -199,12 +199,12 @@ def _reference(cell: Cell, refs: SplitReferences) -> CellResult:
     info = {"cached": trained.meta["cached"], "trained_on": trained.meta.get("train_device", "?"),
             "cache_key": trained.meta["cache_key"]}
     result = CellResult(cell, FINISHED, metrics, history, info=info)
-    _attack(result, refs, out, lambda n: refs.reference_reruns(cell.name, n))
+    run_attacks(result, refs, out, lambda n: refs.reference_reruns(cell.name, n))
     return result
 
 
-def _attack(result: CellResult, refs: SplitReferences, out: Outputs,
-            reruns: Callable[[int], tuple[Outputs, ...]]) -> None:
+def run_attacks(result: CellResult, refs: SplitReferences, out: Outputs,
+                reruns: Callable[[int], tuple[Outputs, ...]]) -> None:
     """Every attack of the cell on `out`, into `result`: metrics, tables and seconds per attack. An attack
     whose needs this split cannot meet is skipped with the reason; one that raises is recorded as an
     error and the others still run. Reruns of the method are made once, for the attacks that ask."""

@@ -47,7 +47,7 @@ class Outputs:
 
     def true_probs(self, split: str) -> torch.Tensor:
         """p_y: the probability given to the true label."""
-        return self.probs(split).gather(1, self.labels[split][:, None]).squeeze(1)
+        return true_probs(self.logits[split], self.labels[split])
 
     def confidence(self, split: str) -> torch.Tensor:
         """Logit-scaled confidence phi = z_y - logsumexp_{j != y} z_j (stable)."""
@@ -60,6 +60,12 @@ def confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     true = logits.gather(-1, y).squeeze(-1)
     others = logits.scatter(-1, y, float("-inf")).logsumexp(-1)
     return true - others
+
+
+def true_probs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """p_y over the last axis of `logits`."""
+    probs = logits.softmax(-1)
+    return probs.gather(-1, labels.expand(probs.shape[:-1])[..., None]).squeeze(-1)
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,7 @@ class ReferenceOutputs:
 
     def true_probs(self, split: str) -> torch.Tensor:
         """(K, n) probabilities of the true label."""
-        probs = self.logits[split].softmax(-1)
-        return probs.gather(-1, self.labels[split].expand(probs.shape[:-1])[..., None]).squeeze(-1)
+        return true_probs(self.logits[split], self.labels[split])
 
     def model(self, i: int) -> Outputs:
         """Reference model `i` as an `Outputs` (no features: the bank keeps logits only)."""

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import Metric
+from .params import Int
 from .stats import bootstrap_auc_ci, clopper_pearson, roc_auc, tpr_at_fpr
 
 # The operating points reported as TPR at a low FPR (metric name stem -> FPR), as in Carlini et al. 2022.
@@ -60,3 +61,13 @@ def exposed_table(target, scores: np.ndarray, key: np.ndarray, top: int, **extra
                "score": np.asarray(scores, np.float64)[order]}
     columns.update({name: np.asarray(values, np.float64)[order] for name, values in extra.items()})
     return pd.DataFrame(columns)
+
+
+def membership_space(order: str) -> dict:
+    """The parameters of `membership_metrics` and `exposed_table`: bootstrap resamples and table size;
+    `order` says which forget samples the table lists first."""
+    return {
+        "bootstrap": Int(100, 10000, default=500, tune=False, help="bootstrap resamples of the AUC's CI"),
+        "top": Int(0, 10000, default=20, tune=False,
+                   help=f"forget samples listed in the most_exposed table ({order}); 0: no table"),
+    }

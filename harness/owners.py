@@ -38,3 +38,15 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def on_this_host(owner: str) -> bool:
+    """`owner` ("host:pid", as `worker_id` writes it) names a process whose pid this host can check."""
+    host, _, pid = owner.rpartition(":")
+    return host == host_key() and pid.isdigit()
+
+
+def dead_here(owner: str) -> bool:
+    """`owner` names another process on this host, and that process has exited."""
+    pid = owner.rpartition(":")[2]
+    return on_this_host(owner) and int(pid) != os.getpid() and not alive(int(pid))

@@ -29,7 +29,13 @@ from tqdm.auto import tqdm
 from . import engine
 from .cache import ModelCache, cache_key
 from .data import ImageData
-from .evaluation import AttackInput, Outputs, PrepareInput, ReferenceOutputs, model_outputs
+from .evaluation import (
+    AttackInput,
+    Outputs,
+    PrepareInput,
+    ReferenceOutputs,
+    model_outputs,
+)
 from .hashing import stable_hash
 from .profiles import Recipe
 from .splits import SPLIT_NAMES, Split
@@ -239,14 +245,11 @@ class References:
         key = (split.hash, retrain, references)
         if key not in self._splits:
             original = self.train(split.train, ORIGINAL_SEED, desc="original")
-            known = next((v for (h, *_), v in self._splits.items() if h == split.hash), None)
-            original_out = known.original_out if known else model_outputs(original.model, self.data, split, self.compute)
+            same = [v for (h, *_), v in self._splits.items() if h == split.hash]  # other bank sizes, with/without retrain
+            original_out = same[0].original_out if same else model_outputs(original.model, self.data, split, self.compute)
             trained = self.train(split.retain, split.seed, desc="retrain") if retrain else None
-            if trained is None:
-                retrain_out = None
-            elif known is not None and known.retrain_out is not None:
-                retrain_out = known.retrain_out
-            else:
+            retrain_out = next((v.retrain_out for v in same if v.retrain_out is not None), None) if trained else None
+            if trained is not None and retrain_out is None:
                 retrain_out = model_outputs(trained.model, self.data, split, self.compute)
             self._splits[key] = SplitReferences(split, original, trained, original_out, retrain_out, self,
                                                 self.bank(split, references))

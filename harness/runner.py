@@ -18,7 +18,7 @@ from . import __version__
 from .cell import Callbacks, Cell, CellResult, evaluate_cell
 from .host import Host
 from .metrics import UTILITY
-from .owners import alive, host_key, worker_id
+from .owners import dead_here, on_this_host, worker_id
 from .plan import Plan, RunConfig, plan
 from .report import columns
 from .references import ORIGINAL_SEED
@@ -37,11 +37,11 @@ class RunInProgress(RuntimeError):
 def owner_alive(tags: dict, now: float | None = None) -> bool:
     """Whether the process that owns a run (its `owner` and `heartbeat` tags) is still running it: on this
     host the kernel knows; elsewhere a heartbeat younger than STALE_S says so."""
-    host, _, pid = tags.get("owner", "").rpartition(":")
-    if not host:
+    owner = tags.get("owner", "")
+    if ":" not in owner:
         return False  # written before owners were recorded: nobody can be running it
-    if host == host_key() and pid.isdigit():
-        return alive(int(pid))
+    if on_this_host(owner):
+        return not dead_here(owner)
     try:
         return (now or time.time()) - float(tags.get("heartbeat", 0)) < STALE_S
     except ValueError:

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..owners import alive as _alive
-from ..owners import host_key, worker_id  # noqa: F401 - the tuner's workers are named the same way
+from ..owners import dead_here, host_key, worker_id  # noqa: F401 - the tuner's workers are named the same way
 
 log = logging.getLogger(__name__)
 MAX_RETRY = 2  # a trial whose worker died is retried this many times with the same parameters
@@ -175,12 +174,10 @@ def fail_dead_local_trials(study, on_failed: Callable | None = None) -> int:
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    host, me = host_key(), os.getpid()
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get("worker", ""))
-        owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or int(pid) == me or _alive(int(pid)):
+        if not dead_here(owner):
             continue
         try:
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness import AttackResult, Int, Metric, hookimpl
-from harness.membership import exposed_table, membership_declarations, membership_metrics
+from harness import AttackResult, Metric, hookimpl
+from harness.membership import exposed_table, membership_declarations, membership_metrics, membership_space
 
 def lira_offline(inputs, params):
     """s(x) = (phi_t(x) - mu_R(x)) / sigma, forget = 1 vs test = 0, with mu_R(x) the references' mean
@@ -50,9 +50,5 @@ def register_attacks(register):
                               "per-example mean (the score's scale)")
     register("lira-offline", lira_offline,
              description="offline LiRA, fixed variance: the target's confidence against K retrain references",
-             space={
-                 "bootstrap": Int(100, 10000, default=500, tune=False, help="bootstrap resamples of the AUC's CI"),
-                 "top": Int(0, 10000, default=20, tune=False,
-                            help="forget samples listed in the most_exposed table (largest |s|); 0: no table"),
-             },
+             space=membership_space("largest |s|"),
              metrics=metrics, references=2)

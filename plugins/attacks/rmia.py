@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-from harness import AttackResult, Choice, Float, Int, Metric, hookimpl
-from harness.membership import exposed_table, membership_declarations, membership_metrics
+from harness import AttackResult, Choice, Float, Metric, hookimpl
+from harness.membership import exposed_table, membership_declarations, membership_metrics, membership_space
 from harness.stats import roc_auc
 
 A_GRID = tuple(i / 10 for i in range(11))  # the values of `a` that calibrate="original" tries
@@ -116,8 +116,6 @@ def register_attacks(register):
                                           "fixed: use the a parameter"),
                  "gamma": Float(0.01, 100.0, default=1.0, log=True, tune=False,
                                 help="z is dominated by x when r(x) / r(z) > gamma"),
-                 "bootstrap": Int(100, 10000, default=500, tune=False, help="bootstrap resamples of the AUC's CI"),
-                 "top": Int(0, 10000, default=20, tune=False,
-                            help="forget samples listed in the most_exposed table (highest score); 0: no table"),
+                 **membership_space("highest score"),
              },
              metrics=metrics, prepare=prepare_rmia, references=1)
