@@ -57,7 +57,7 @@ def check_attacks(plan: Plan) -> CheckResult:
     """Score every attack of `plan` on the original and a held-out retrain of its first split."""
     start = time.perf_counter()
     service = plan.references()
-    split = plan.splits[plan.seeds[0]]
+    split = plan.split(plan.seeds[0])
     refs = service.for_split(split, references=plan.n_references)
     seed = witness_seed(split.seed)
     witness = service.train(split.retain, seed, desc="held-out retrain")

@@ -50,7 +50,9 @@ class Cell:
     """(method or reference row, resolved parameters, split, attacks, setting).
 
     `name` is the method's name, or 'original' / 'retrain' for the reference rows (method None).
-    `setting` is what else decides the result: profile, model, precision; it enters the hash."""
+    `setting` is what else decides the result: profile, model, precision; it enters the hash.
+    `budget` is the epoch budget that set `params['epochs']` (None: the method's own): a label for
+    reports, already in the hash through the parameters."""
 
     name: str
     method: Method | None
@@ -58,6 +60,7 @@ class Cell:
     split: Split
     attacks: tuple[Configured, ...]
     setting: Mapping = field(default_factory=dict)
+    budget: float | None = None
 
     @property
     def hash(self) -> str:

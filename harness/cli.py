@@ -39,6 +39,21 @@ def _parse_seeds(value: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+def _parse_epochs(value: str | None) -> list[float] | None:
+    """'5,9,20' -> [5, 9, 20] (whole numbers as int, so an Int parameter takes them); None: not given."""
+    items = _parse_list(value, "--epochs")
+    if items is None:
+        return None
+    out = []
+    for item in items:
+        try:
+            number = float(item)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not a number; expected budgets like 5,9,20", param_hint="--epochs")
+        out.append(int(number) if number.is_integer() else number)
+    return out
+
+
 def _parse_assignments(values: tuple[str, ...], what: str, qualified: bool) -> dict:
     out: dict = {}
     for item in values:
@@ -68,7 +83,6 @@ def main():
 def _common_options(fn):
     """Options `run` and `tune` share: what data, which scenario, model, attacks, device, store."""
     options = [
-        click.option("--scenario", default="random", show_default=True, help="Forget-set builder."),
         click.option("--scenario-option", "scenario_options", multiple=True, metavar="NAME=VALUE",
                      help="Scenario parameter, e.g. target_class=cat for --scenario class."),
         click.option("--profile", help="smoke, cpu or paper (default: paper with CUDA, else cpu)."),
@@ -99,11 +113,24 @@ def _common_options(fn):
                    "`unlearn tune --export`; flags given here win.")
 @click.option("--methods", help="Comma-separated methods (default: all registered). The original and retrain "
               "reference rows are always there.")
+@click.option("--scenarios", "--scenario", "scenarios", default="random", show_default=True,
+              help="Comma-separated forget-set builders, e.g. random,targeted-red.")
 @click.option("--seeds", default="0", show_default=True, help="Split seeds: 0,1,2 or 0-2.")
+@click.option("--epochs", help="Comma-separated epoch budgets, e.g. 5,9,20: each runs every method with its `epochs` "
+              "set to it (default: each method's own).")
 @click.option("--attacks", help="Comma-separated attacks (default: all registered; 'none' for none).")
 @click.option("--param", "params", multiple=True, metavar="METHOD.NAME=VALUE", help="Method parameter.")
-@click.option("--experiment", help="MLflow experiment (default: unlearning-<scenario>).")
-@click.option("--resume", is_flag=True, help="Continue the newest unfinished run of the same configuration.")
+@click.option("--experiment", help="MLflow experiment (default: unlearning-<scenario>[+<scenario>...]).")
+@click.option("--rerun", is_flag=True, help="Run every cell again, even those already FINISHED in the experiment "
+              "(by default a rerun of the same command runs only the missing, failed or killed ones).")
+@click.option("--resume", is_flag=True, hidden=True, help="The default now; kept for old scripts.")
+@click.option("--benchmark", help="Share the run with other machines: publish its cells as benchmark NAME in --storage; "
+              "`unlearn worker --benchmark NAME` elsewhere takes cells too.")
+@click.option("--storage", help="With --benchmark: where the cells are queued, postgresql://... (several machines) "
+              "or journal:PATH (one machine).")
+@click.option("--heartbeat", default=10, show_default=True, type=int,
+              help="With --benchmark: seconds between a worker's heartbeats; a cell whose worker is silent for 3 "
+                   "heartbeats is queued again.")
 @click.option("--log-models/--no-log-models", default=True, show_default=True,
               help="Log the original and retrain checkpoints as artifacts.")
 @_common_options
@@ -117,35 +144,115 @@ def run(config_file, **opts):
     opts = _with_config_file(config_file, opts) if config_file else _parsed_tables(opts)
     attack_names = _parse_list(opts["attacks"], "--attacks")
     config = RunConfig(
-        methods=_parse_list(opts["methods"], "--methods"), scenario=opts["scenario"],
-        scenario_options=opts["scenario_options"], seeds=_parse_seeds(opts["seeds"]), profile=opts["profile"],
+        methods=_parse_list(opts["methods"], "--methods"), scenarios=_parse_list(opts["scenarios"], "--scenarios"),
+        scenario_options=opts["scenario_options"], seeds=_parse_seeds(opts["seeds"]),
+        epochs=_parse_epochs(opts["epochs"]), profile=opts["profile"],
         precision=opts["precision"], model=opts["model"], model_options=opts["model_options"],
         attacks=[] if attack_names == ["none"] else attack_names, attack_options=opts["attack_options"],
         method_params=opts["params"], data_dir=opts["data_dir"], cache_dir=opts["cache_dir"], device=opts["device"],
         tracking_uri=default_tracking_uri(opts["tracking_uri"]), experiment=opts["experiment"],
-        log_models=opts["log_models"], show_progress=not opts["quiet"], resume=opts["resume"],
+        log_models=opts["log_models"], show_progress=not opts["quiet"], rerun=opts["rerun"],
         references=opts["references"],
         command=" ".join(["unlearn", *sys.argv[1:]]))
+    if opts["storage"] and not opts["benchmark"]:
+        raise click.UsageError("--storage queues the cells of a --benchmark NAME; give both, or neither")
     p = _planned(config)
+    storage = _benchmark_storage(opts["storage"], opts["benchmark"]) if opts["benchmark"] else None
     tracker = MlflowTracker(config.tracking_uri, p.experiment)
     click.echo(f"tracking: {tracker.uri} (experiment {p.experiment!r}); precision {p.profile.precision}", err=True)
+    if storage is not None:
+        from .distributed import publish
+
+        _work_on(lambda: publish(p, tracker, storage, opts["benchmark"], heartbeat=opts["heartbeat"]))
+        return
     try:
         with _terminate_like_ctrl_c():
             result = Runner(p, tracker).run()
     except RunInProgress as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt as exc:
-        click.echo("\ninterrupted: runs marked KILLED. Continue with the same command and --resume.", err=True)
+        click.echo("\ninterrupted: runs marked KILLED. The same command again runs what is missing.", err=True)
         sys.exit(_interrupted_status(exc))
-    summary = result.summary()
-    if not summary.empty:
-        click.echo(format_summary(summary, p.attack_metrics).to_string())
+    groups = result.summaries()
+    for title, summary in groups:
+        if len(groups) > 1:
+            click.echo(f"\n{title}")
+        if not summary.empty:
+            click.echo(format_summary(summary, p.attack_metrics).to_string())
     click.echo(f"parent run: {result.parent_run_id}", err=True)
     if result.failures:
         click.echo(f"\n{len(result.failures)} failure(s):", err=True)
         for f in result.failures:
             click.echo(f"  {f['method']} seed={f['seed']}: {f['error']}\n    run {f['run_id']}, details: {f['where']}",
                        err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--benchmark", required=True, help="The benchmark to work on (published by `unlearn run --benchmark`).")
+@click.option("--storage", required=True, help="Where its cells are queued: postgresql://... or journal:PATH.")
+@click.option("--data-dir", type=click.Path(file_okay=True), help="This machine's CIFAR-10 copy [env: HARNESS_DATA_DIR].")
+@click.option("--cache-dir", type=click.Path(), help="This machine's model cache [env: HARNESS_CACHE_DIR]; a folder "
+              "shared by the workers trains each reference model once.")
+@click.option("--device", help="cpu, cuda, cuda:1 (default: cuda when available).")
+@click.option("--tracking-uri", help="MLflow store (default: the one the benchmark was published with).")
+@click.option("--heartbeat", default=10, show_default=True, type=int,
+              help="Seconds between heartbeats (a silent worker's cell is queued again after 3).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def worker(benchmark, storage, data_dir, cache_dir, device, tracking_uri, heartbeat, quiet):
+    """Take cells of a shared benchmark until none is left (run it on as many machines as you like)."""
+    from .data import DataError
+    from .distributed import BenchmarkError, join
+    from .plan import RunConfig, UsageError
+
+    handle = _benchmark_storage(storage, benchmark)
+    local = RunConfig(data_dir=data_dir, cache_dir=cache_dir, device=device, tracking_uri=tracking_uri,
+                      show_progress=not quiet)
+
+    def opened():
+        try:
+            return join(benchmark, handle, local, heartbeat=heartbeat)
+        except BenchmarkError as exc:
+            raise click.ClickException(str(exc)) from None
+        except UsageError as exc:
+            raise click.UsageError(str(exc)) from None
+        except DataError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    _work_on(opened)
+
+
+def _benchmark_storage(url: str | None, name: str):
+    from pathlib import Path
+
+    from .distributed import storage_for
+    from .plan import UsageError
+
+    if not url:
+        raise click.UsageError(f"--benchmark {name} needs --storage postgresql://... (machines) or journal:PATH")
+    try:
+        return storage_for(url, Path.cwd() / "mlruns")
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _work_on(open_benchmark) -> None:
+    """Run cells of a benchmark as one of its workers; SIGTERM and Ctrl-C give the cell back to the queue."""
+    from .distributed import work
+
+    try:
+        with _terminate_like_ctrl_c():
+            bench = open_benchmark()
+            click.echo(f"benchmark {bench.study.study_name}: {len(bench.cells)} cells, parent run {bench.parent_id}",
+                       err=True)
+            failures = work(bench)
+    except KeyboardInterrupt as exc:
+        click.echo("\ninterrupted: the cell in progress is queued again for another worker.", err=True)
+        sys.exit(_interrupted_status(exc))
+    click.echo(f"no cell left; report with: unlearn report {bench.parent_id}", err=True)
+    for f in failures:
+        click.echo(f"  {f['method']} seed={f['seed']}: {f['error']} (run {f['run_id']})", err=True)
+    if failures:
         sys.exit(1)
 
 
@@ -252,6 +359,7 @@ def _with_config_file(path: str, opts: dict) -> dict:
 @click.option("--heartbeat", default=10, show_default=True, type=int,
               help="Seconds between a trial's heartbeats on an RDB storage; a trial silent for 3 beats is retried.")
 @click.option("--experiment", help="MLflow experiment (default: tuning-<scenario>).")
+@click.option("--scenario", default="random", show_default=True, help="Forget-set builder.")
 @_common_options
 def tune(**opts):
     """Tune methods' hyperparameters with Optuna; judge the result on held-out seeds."""
@@ -408,7 +516,7 @@ def check_attacks_command(**opts):
     from .plan import RunConfig
 
     attack_names = _parse_list(opts["attacks"], "--attacks")
-    config = RunConfig(methods=None, scenario=opts["scenario"], seeds=[opts["seed"]], profile=opts["profile"],
+    config = RunConfig(methods=None, scenarios=[opts["scenario"]], seeds=[opts["seed"]], profile=opts["profile"],
                        precision=opts["precision"], model=opts["model"], attacks=attack_names,
                        attack_options=_parse_assignments(opts["attack_options"], "--attack-option", True),
                        data_dir=opts["data_dir"], cache_dir=opts["cache_dir"], device=opts["device"],

@@ -5,8 +5,9 @@ options; flags given on the command line win over the file:
 
     methods = ["deviation"]          # or "deviation,pruning"
     seeds = "0-2"                    # or [0, 1, 2]
+    epochs = [5, 9, 20]              # epoch budgets (optional)
     profile = "cpu"
-    scenario = "random"
+    scenarios = ["random", "targeted-red"]   # or scenario = "random"
     [scenario_options]
     [params.deviation]
     sigma = 0.31
@@ -20,8 +21,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-SCALARS = {"methods", "scenario", "seeds", "profile", "model", "precision", "attacks", "data_dir", "cache_dir",
-           "device", "tracking_uri", "experiment", "resume", "log_models", "quiet", "references"}
+SCALARS = {"methods", "scenarios", "seeds", "epochs", "profile", "model", "precision", "attacks", "data_dir", "cache_dir",
+           "device", "tracking_uri", "experiment", "rerun", "log_models", "quiet", "references"}
 TABLES = {"scenario_options", "model_options", "attack_options", "params"}
 
 
@@ -44,6 +45,10 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
     """The file's settings, keys normalised to underscores and checked against the known ones."""
     raw = read_toml(path)
     data = {k.replace("-", "_"): v for k, v in raw.items()}
+    if "scenario" in data:  # one scenario, as `unlearn tune --export` writes it
+        if "scenarios" in data:
+            raise ConfigFileError(f"config file {path}: give scenario or scenarios, not both")
+        data["scenarios"] = data.pop("scenario")
     unknown = sorted(set(data) - SCALARS - TABLES)
     if unknown:
         raise ConfigFileError(f"config file {path}: unknown key(s) {', '.join(unknown)}; valid: "
@@ -56,7 +61,7 @@ def load_run_file(path: str | Path) -> dict[str, Any]:
         if bad:
             raise ConfigFileError(f"config file {path}: {key} holds one table per component ([{key}.NAME]), "
                                   f"found plain key(s) {', '.join(bad)}")
-    for key in ("methods", "attacks", "seeds"):
+    for key in ("methods", "attacks", "seeds", "scenarios", "epochs"):
         if isinstance(data.get(key), list):
             data[key] = ",".join(str(v) for v in data[key])
         elif key in data and not isinstance(data[key], (str, int)):

@@ -40,9 +40,10 @@ class RunConfig:
     """What a user asks for (flags, or later a TOML file). None means the default described beside it."""
 
     methods: list[str] | None = None  # None: every registered method
-    scenario: str = "random"
-    scenario_options: dict[str, Any] = field(default_factory=dict)
+    scenarios: list[str] = field(default_factory=lambda: ["random"])
+    scenario_options: dict[str, Any] = field(default_factory=dict)  # each goes to every scenario declaring it
     seeds: list[int] = field(default_factory=lambda: [0])
+    epochs: list[float] | None = None  # epoch budgets: each sets every method's `epochs`; None: their own
     profile: str | None = None  # None: 'paper' with CUDA, else 'cpu'
     precision: str | None = None  # None: the profile's ('auto': the faster on this machine)
     model: str = "resnet18"
@@ -54,10 +55,10 @@ class RunConfig:
     cache_dir: str | None = None  # None: $HARNESS_CACHE_DIR or ~/.cache/unlearning-harness
     device: str | None = None  # None: cuda when available
     tracking_uri: str | None = None  # None: no store is checked (the Python API's in-memory tracker)
-    experiment: str | None = None  # None: one experiment per scenario
+    experiment: str | None = None  # None: unlearning-<scenario>[+<scenario>...]
     log_models: bool = True
     show_progress: bool = True
-    resume: bool = False
+    rerun: bool = False  # run every cell again instead of reusing those FINISHED in the experiment
     heldout_part: str | None = None  # "tune" / "judge": validation and test from one half of the held-out images
     references: int | None = None  # size of the reference bank; None: the profile's (0 on cpu, 4 on paper)
     epoch_eval_size: int | None = 2000
@@ -72,18 +73,33 @@ class Plan:
     profile: Profile  # precision resolved
     methods: tuple[Configured, ...]
     attacks: tuple[Configured, ...]
-    scenario: Configured
+    scenarios: tuple[Configured, ...]
     model: Configured
     seeds: tuple[int, ...]
     device: Any  # torch.device
     cache_dir: Path
     data: ImageData
-    splits: dict[int, Split]
+    splits: dict[tuple[str, int], Split]  # (scenario, seed) -> split
+    epochs: tuple[float, ...] = ()  # epoch budgets; empty: each method's own epochs
     precision_speeds: dict | None = None  # img/s per precision when 'auto' measured them
 
     @property
     def experiment(self) -> str:
-        return self.config.experiment or f"unlearning-{self.scenario.name}"
+        return self.config.experiment or "unlearning-" + "+".join(s.name for s in self.scenarios)
+
+    @property
+    def scenario(self) -> Configured:
+        """The plan's only scenario (tuning and check-attacks work on one)."""
+        if len(self.scenarios) != 1:
+            raise ValueError(f"this plan has {len(self.scenarios)} scenarios; expected one")
+        return self.scenarios[0]
+
+    def split(self, seed: int, scenario: str | None = None) -> Split:
+        return self.splits[(scenario or self.scenario.name, seed)]
+
+    def work(self) -> list[Split]:
+        """Every split in run order: scenario by scenario, seed by seed."""
+        return [self.splits[(s.name, seed)] for s in self.scenarios for seed in self.seeds]
 
     @property
     def n_references(self) -> int:
@@ -104,10 +120,12 @@ class Plan:
 
     @property
     def hash(self) -> str:
-        """The whole configuration: a resumed run must match it exactly."""
+        """The whole configuration (the key a rerun finds its parent run by). Every cell hash holds the
+        harness version and, through its split, the data fingerprint."""
         return stable_hash({
-            "cells": [c.hash for s in self.seeds for c in self.cells(self.splits[s])],
-            "scenario": self.scenario.name, "scenario_params": dict(self.scenario.params), "seeds": list(self.seeds),
+            "cells": [c.hash for split in self.work() for c in self.cells(split)],
+            "scenarios": {s.name: dict(s.params) for s in self.scenarios}, "seeds": list(self.seeds),
+            "epochs": list(self.epochs),
         })
 
     @property
@@ -123,10 +141,13 @@ class Plan:
             calibration_steps=self.profile.calibration_steps, warmup_steps=self.profile.calibration_warmup)
 
     def cells(self, split: Split) -> list[Cell]:
-        """The reference rows, then every method, on `split`."""
-        rows = [(name, None, {}) for name in REFERENCES]
-        rows += [(m.name, m.component, m.params) for m in self.methods]
-        return [Cell(name, method, dict(params), split, self.attacks, self.setting) for name, method, params in rows]
+        """The reference rows, then every method (once per epoch budget), on `split`."""
+        cells = [Cell(name, None, {}, split, self.attacks, self.setting) for name in REFERENCES]
+        for budget in self.epochs or (None,):
+            for m in self.methods:
+                params = dict(m.params) if budget is None else m.component.resolve({**m.params, "epochs": budget})
+                cells.append(Cell(m.name, m.component, params, split, self.attacks, self.setting, budget))
+        return cells
 
     @property
     def attack_metrics(self) -> dict:
@@ -141,10 +162,11 @@ class Plan:
             "methods": {m.name: dict(m.params) for m in self.methods},
             "attacks": {a.name: dict(a.params) for a in self.attacks},
             "metrics": self.attack_metrics,
-            "scenario": {"name": self.scenario.name, "params": dict(self.scenario.params)},
+            "scenarios": {s.name: dict(s.params) for s in self.scenarios},
+            "epochs": list(self.epochs),
             "model": {"name": self.model.name, "params": dict(self.model.params)},
             "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},
-            "splits": {s: {"hash": split.hash, **split.sizes()} for s, split in self.splits.items()},
+            "splits": {f"{sc}/{seed}": {"hash": split.hash, **split.sizes()} for (sc, seed), split in self.splits.items()},
             "heldout_part": self.config.heldout_part,
             "references": self.n_references,
             "command": self.config.command,
@@ -157,9 +179,10 @@ def plan(config: RunConfig, host: Host | None = None) -> Plan:
     profile = _profile(config)
     methods = _methods(config, host)
     attacks = _configured(host.attacks, config.attacks, config.attack_options, "--attack-option")
-    scenario = _one(host.scenarios, config.scenario, config.scenario_options)
+    scenarios = _scenarios(config, host)
     model = _one(host.models, config.model, config.model_options)
     seeds = _seeds(config.seeds)
+    epochs = _epochs(config, methods)
     refs = config.references
     if refs is not None and (isinstance(refs, bool) or not isinstance(refs, int) or not 0 <= refs <= MAX_REFERENCES):
         raise UsageError(f"--references {refs!r} is not valid: the bank size is an integer in [0, {MAX_REFERENCES}]")
@@ -176,16 +199,17 @@ def plan(config: RunConfig, host: Host | None = None) -> Plan:
             raise UsageError(str(exc)) from None
     data = load_cifar10(config.data_dir, cache).to(device)
     splits = {}
-    for seed in seeds:
-        try:
-            splits[seed] = make_split(data, profile, scenario.component, seed, dict(scenario.params),
-                                       config.heldout_part)
-        except SplitError as exc:
-            raise UsageError(str(exc)) from None
+    for scenario in scenarios:
+        for seed in seeds:
+            try:
+                splits[(scenario.name, seed)] = make_split(data, profile, scenario.component, seed,
+                                                           dict(scenario.params), config.heldout_part)
+            except SplitError as exc:
+                raise UsageError(str(exc)) from None
     precision, speeds = _precision(config.precision or profile.precision, device, model, data.num_classes,
                                    profile.channels_last, cache)
     profile = replace(profile, precision=precision)
-    return Plan(config, profile, methods, attacks, scenario, model, seeds, device, cache, data, splits, speeds)
+    return Plan(config, profile, methods, attacks, scenarios, model, seeds, device, cache, data, splits, epochs, speeds)
 
 
 def _profile(config: RunConfig) -> Profile:
@@ -205,6 +229,53 @@ def _methods(config: RunConfig, host: Host) -> tuple[Configured, ...]:
         names = [n for n in names if n not in REFERENCES]  # the reference rows are always there
     methods = _configured(host.methods, names, config.method_params, "--param")
     return methods
+
+
+def _scenarios(config: RunConfig, host: Host) -> tuple[Configured, ...]:
+    """The scenarios, each with the --scenario-option values it declares; an option no scenario declares
+    is refused (a typo would otherwise silently build the default forget set)."""
+    names = list(dict.fromkeys(config.scenarios or []))
+    if not names:
+        raise UsageError("no scenario given: name at least one, e.g. --scenarios random,targeted-red")
+    options = dict(config.scenario_options or {})
+    scenarios = []
+    for name in names:
+        try:
+            component = host.scenarios.get(name)
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
+        scenarios.append(_one(host.scenarios, name, {k: v for k, v in options.items() if k in component.space}))
+    stray = sorted(k for k in options if not any(k in s.component.space for s in scenarios))
+    if stray:
+        declared = sorted({k for s in scenarios for k in s.component.space}) or ["(none)"]
+        raise UsageError(f"--scenario-option {', '.join(stray)}: not a parameter of scenario(s) {', '.join(names)}; "
+                         f"they take: {', '.join(declared)}")
+    return tuple(scenarios)
+
+
+def _epochs(config: RunConfig, methods: tuple[Configured, ...]) -> tuple[float, ...]:
+    """Epoch budgets, checked against every method: each must have an `epochs` parameter that accepts the
+    budget, and no --param may set `epochs` as well."""
+    if config.epochs is None:
+        return ()
+    budgets = tuple(dict.fromkeys(config.epochs))
+    if not budgets:
+        raise UsageError("--epochs names no budget; leave it out to use each method's own epochs")
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0:
+            raise UsageError(f"epoch budget {b!r} is not valid: budgets are positive numbers")
+    for m in methods:
+        if "epochs" not in m.component.space:
+            raise UsageError(f"--epochs sets each method's `epochs`, and method {m.name!r} has none; "
+                             f"leave it out of --methods or drop --epochs")
+        if "epochs" in (config.method_params.get(m.name) or {}):
+            raise UsageError(f"{m.name}.epochs is given by --param and by --epochs; give one")
+        for b in budgets:
+            try:
+                m.component.resolve({**m.params, "epochs": b})
+            except ValueError as exc:
+                raise UsageError(f"--epochs {b:g}: {exc}") from None
+    return budgets
 
 
 def _configured(registry: Registry, names: list[str] | None, options: dict, flag: str) -> tuple[Configured, ...]:

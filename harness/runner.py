@@ -77,7 +77,7 @@ class RunResult:
     rows: list[dict]
     failures: list[dict]  # {"method", "seed", "error", "run_id", "where"}; attack failures name the attack
     parent_run_id: str | None
-    split_hashes: dict[int, str]
+    split_hashes: dict[tuple[str, int], str]
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -85,15 +85,34 @@ class RunResult:
     def summary(self) -> pd.DataFrame:
         return summarize(self.frame())
 
+    def summaries(self) -> list[tuple[str, pd.DataFrame]]:
+        """(title, summary) per scenario and epoch budget: one table per panel of the study."""
+        return [(title, summarize(group)) for title, group in result_groups(self.frame())]
+
+
+def result_groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) per scenario and epoch budget; the scenario's reference rows (no budget) are in each."""
+    if frame.empty or "scenario" not in frame:
+        return [("", frame)]
+    out = []
+    for scenario in frame["scenario"].drop_duplicates():
+        rows = frame[frame["scenario"] == scenario]
+        budgets = sorted(rows["epochs"].dropna().unique()) if "epochs" in rows else []
+        if not budgets:
+            out.append((str(scenario), rows))
+        for b in budgets:
+            out.append((f"{scenario}, {b:g} epochs", rows[rows["epochs"].isna() | (rows["epochs"] == b)]))
+    return out
+
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of every numeric metric, one row per method in run order
-    (reference rows first); FINISHED rows only."""
+    (reference rows first); FINISHED rows only. Give it one scenario and budget (see result_groups)."""
     if frame.empty:
         return frame
     df = frame[frame["status"] == FINISHED]
-    cols = [c for c in df.columns if c not in ("method", "seed", "status", "run_id", "error")
-            and pd.api.types.is_numeric_dtype(df[c])]
+    cols = [c for c in df.columns if c not in ("method", "scenario", "epochs", "seed", "status", "run_id", "error",
+                                               "cell_hash") and pd.api.types.is_numeric_dtype(df[c])]
     grouped = df.groupby("method", sort=False)[cols]
     mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
     out = pd.concat([mean, std.add_suffix("_std")], axis=1)
@@ -110,6 +129,7 @@ class Runner:
     def __init__(self, p: Plan, tracker: Tracker):
         self.p, self.tracker, self.cfg = p, tracker, p.config
         self.compute = p.compute
+        self.references = p.references()
         self.rows: list[dict] = []
         self.failures: list[dict] = []
         self.active: TrackedRun | None = None  # the child run in progress, ended as KILLED on Ctrl-C
@@ -117,7 +137,6 @@ class Runner:
 
     def run(self) -> RunResult:
         p = self.p
-        self.references = p.references()
         parent, done = self._open_parent()
         for name, why in p.skipped_attacks().items():
             log.warning("attack %s skipped: %s", name, why)
@@ -127,14 +146,18 @@ class Runner:
     def _run_cells(self, parent: TrackedRun, done: dict) -> RunResult:
         p = self.p
         try:
-            for seed in p.seeds:
-                split = p.splits[seed]
+            for split in p.work():
+                cells = p.cells(split)
+                if all(c.hash in done for c in cells):  # nothing to run: not even the references are needed
+                    for cell in cells:
+                        self._add_row(cell, FINISHED, done[cell.hash]["metrics"], done[cell.hash]["run_id"])
+                    continue
                 refs = self.references.for_split(split, references=p.n_references)
-                for cell in p.cells(split):
+                for cell in cells:
                     if cell.hash in done:
-                        self._add_row(cell, FINISHED, done[cell.hash])
+                        self._add_row(cell, FINISHED, done[cell.hash]["metrics"], done[cell.hash]["run_id"])
                     else:
-                        self._run_cell(parent, cell, refs)
+                        self.run_cell(parent, cell, refs)
         except KeyboardInterrupt:
             if self.active is not None:
                 self.active.end(KILLED)
@@ -147,57 +170,72 @@ class Runner:
             parent.log_text(traceback.format_exc(), "traceback.txt")
             parent.end(FAILED)
             raise
-        result = RunResult(self.rows, self.failures, parent.run_id, {s: p.splits[s].hash for s in p.seeds})
-        self._log_summary(parent, result)
+        result = RunResult(self.rows, self.failures, parent.run_id, {k: s.hash for k, s in p.splits.items()})
+        self.log_summary(parent, result)
         parent.end(FAILED if self.failures else FINISHED)
         return result
 
     def _open_parent(self) -> tuple[TrackedRun, dict[str, dict]]:
-        """A new parent run, or with --resume the unfinished one of the same configuration and the metrics
-        of its finished cells (by cell hash)."""
-        p, done = self.p, {}
-        found = self.tracker.find_resumable(p.hash) if self.cfg.resume else None
-        if found is not None and found["status"] == RUNNING and owner_alive(found["tags"]):
-            raise RunInProgress(
-                f"run {found['run_id']} of this configuration is still running (owner {found['tags'].get('owner')}); "
-                f"wait for it or stop it (Ctrl-C or SIGTERM), then --resume continues it")
-        if found is not None:
-            parent_id = found["run_id"]
-            orphans = self.tracker.kill_running_children(parent_id)
+        """The parent run of this configuration (a new one, or the earlier one reopened) and the cells
+        already FINISHED in the experiment, by cell hash: {hash: {run_id, metrics}}. A rerun of the same
+        command runs only what is missing; --rerun runs everything again under a new parent."""
+        p = self.p
+        if self.cfg.rerun:
+            return self.new_parent(), {}
+        done = self.tracker.finished_cells({c.hash for split in p.work() for c in p.cells(split)})
+        found = self.tracker.find_parent(p.hash)
+        if found is None:
+            parent = self.new_parent()
+        else:
+            if found["status"] == RUNNING and owner_alive(found["tags"]):
+                raise RunInProgress(
+                    f"run {found['run_id']} of this configuration is still running (owner {found['tags'].get('owner')}); "
+                    f"wait for it or stop it (Ctrl-C or SIGTERM), then run the same command again")
+            orphans = self.tracker.kill_running_children(found["run_id"])
             if orphans:
-                log.info("resuming run %s: %d cell(s) left RUNNING by a dead process marked KILLED", parent_id, orphans)
-            parent = self.tracker.reopen(parent_id)
-            for child in self.tracker.finished_children(parent_id):
-                if "cell_hash" in child["tags"]:
-                    done[child["tags"]["cell_hash"]] = child["metrics"]
-            log.info("resuming run %s: %d finished cells reused", parent_id, len(done))
-            return parent, done
-        parent = self.tracker.start_parent(f"{p.profile.name}-{p.scenario.name}",
+                log.info("run %s: %d cell(s) left RUNNING by a dead process marked KILLED", found["run_id"], orphans)
+            parent = self.tracker.reopen(found["run_id"])
+            parent.set_tags({"interrupted": "false"})
+        log.info("%s run %s: %d of %d cell(s) already FINISHED in the experiment are reused (--rerun runs them again)",
+                 "continuing" if found else "new", parent.run_id, len(done), sum(len(p.cells(s)) for s in p.work()))
+        return parent, done
+
+    def new_parent(self) -> TrackedRun:
+        p = self.p
+        parent = self.tracker.start_parent(f"{p.profile.name}-{'+'.join(s.name for s in p.scenarios)}",
                                            tags=self._tags(run_kind="parent", config_hash=p.hash, command=self.cfg.command))
         parent.log_params(self._parent_params())
         parent.log_dict(p.describe(), "config.json")
+        parent.log_dict([self._cell_entry(c) for split in p.work() for c in p.cells(split)], "cells.json")
         self._log_forget_examples(parent)
-        return parent, done
+        return parent
+
+    @staticmethod
+    def _cell_entry(cell: Cell) -> dict:
+        return {"cell_hash": cell.hash, "method": cell.name, "scenario": cell.split.scenario,
+                "seed": cell.split.seed, "epochs": cell.budget}
 
     def _log_forget_examples(self, parent: TrackedRun) -> None:
-        """A grid of each split's forget images (`forget_examples/seed<N>.png`): what the scenario chose."""
+        """A grid of each split's forget images (`forget_examples/<scenario>-seed<N>.png`): what the scenario chose."""
         from .report import forget_grid
 
         data = self.p.data
-        for seed in self.p.seeds:
-            split = self.p.splits[seed]
+        for split in self.p.work():
+            seed = split.seed
             idx = split.forget[:32].to(data.images.device)
             try:
                 parent.log_figure(forget_grid(data.images[idx], data.labels[idx], data.classes,
                                               f"{split.scenario}, seed {seed}: {len(split.forget)} forget images"),
-                                  f"forget_examples/seed{seed}.png")
+                                  f"forget_examples/{split.scenario}-seed{seed}.png")
             except Exception as exc:  # a plotting problem must not stop a benchmark
                 log.warning("forget examples not logged: %s", exc)
 
-    def _run_cell(self, parent: TrackedRun, cell: Cell, refs) -> None:
+    def run_cell(self, parent: TrackedRun, cell: Cell, refs) -> None:
         split = cell.split
-        child = self.tracker.start_child(parent, f"{cell.name} seed={split.seed}", tags=self._tags(
-            run_kind="child", method=cell.name, seed=split.seed, split_hash=split.hash, cell_hash=cell.hash))
+        budget = "" if cell.budget is None else f"{cell.budget:g}"
+        child = self.tracker.start_child(parent, self._label(cell), tags=self._tags(
+            run_kind="child", method=cell.name, scenario=split.scenario, epochs=budget, seed=split.seed,
+            split_hash=split.hash, cell_hash=cell.hash))
         self.active = child
         child.log_params({**cell.params, **self._split_params(cell)})
         result = evaluate_cell(cell, refs, Callbacks(on_epoch=lambda epoch, m: child.log_metrics(m, step=epoch)),
@@ -228,13 +266,13 @@ class Runner:
             log.error("%s seed=%d FAILED: %s (run %s)", cell.name, split.seed, result.error, child.run_id)
         child.end(result.status)
         self.active = None
-        self._add_row(cell, result.status, result.metrics)
+        self._add_row(cell, result.status, result.metrics, child.run_id)
         if result.ok:
             self._log_line(cell, result)
 
     def _log_line(self, cell: Cell, result: CellResult) -> None:
         m, split = result.metrics, cell.split
-        head = f"{cell.name} seed={split.seed}:"
+        head = f"{self._label(cell)}:"
         if cell.name == "original":
             head += f" trained in {m['train_seconds']:.1f} s (cached: {result.info['cached']})"
         elif "unlearn_seconds" in m:
@@ -244,14 +282,22 @@ class Runner:
         shown += [f"{k} {v:.3f}" for k, v in m.items() if k in self.attack_columns]
         log.info("%s; %s", head, ", ".join(shown))
 
+    def _label(self, cell: Cell) -> str:
+        """'simple e=5 targeted-red seed=0': the child run's name and its log lines (budget and scenario
+        only where the benchmark has several)."""
+        return " ".join([cell.name, *([f"e={cell.budget:g}"] if cell.budget is not None else []),
+                         *([cell.split.scenario] if len(self.p.scenarios) > 1 else []), f"seed={cell.split.seed}"])
+
     # -- bookkeeping ---------------------------------------------------------------------------------
-    def _add_row(self, cell: Cell, status: str, metrics: dict) -> None:
-        self.rows.append({"method": cell.name, "seed": cell.split.seed, "status": status, **metrics})
+    def _add_row(self, cell: Cell, status: str, metrics: dict, run_id: str) -> None:
+        self.rows.append({"method": cell.name, "scenario": cell.split.scenario, "epochs": cell.budget,
+                          "seed": cell.split.seed, "status": status, "run_id": run_id, "cell_hash": cell.hash,
+                          **metrics})
 
     def _tags(self, **extra) -> dict:
         return {"harness_version": __version__, "git_commit": git_commit(), "device": str(self.compute.device),
                 "device_name": self.references.device_name, "profile": self.p.profile.name,
-                "scenario": self.p.scenario.name, "model": self.p.model.name, **extra}
+                "scenario": "+".join(s.name for s in self.p.scenarios), "model": self.p.model.name, **extra}
 
     def _split_params(self, cell: Cell) -> dict:
         split = cell.split
@@ -265,16 +311,20 @@ class Runner:
         p = self.p
         speeds = {f"precision_img_per_s.{k}": round(v, 1) for k, v in (p.precision_speeds or {}).items()}
         return {"methods": ",".join(m.name for m in p.methods), "attacks": ",".join(a.name for a in p.attacks),
-                "scenario": p.scenario.name, "seeds": ",".join(map(str, p.seeds)),
+                "scenario": ",".join(s.name for s in p.scenarios), "seeds": ",".join(map(str, p.seeds)),
+                "epochs": ",".join(f"{b:g}" for b in p.epochs) or "method defaults",
                 "profile": p.profile.name, "model": p.model.name, "data_fingerprint": p.data.fingerprint,
                 **{f"recipe.{k}": v for k, v in p.profile.recipe.as_dict().items()},
                 "train_size": p.profile.train_size, "precision": self.compute.precision,
                 "references": p.n_references, **speeds}
 
-    def _log_summary(self, parent: TrackedRun, result: RunResult) -> None:
-        frame, summary = result.frame(), result.summary()
+    def log_summary(self, parent: TrackedRun, result: RunResult) -> None:
+        frame = result.frame()
         if frame.empty:
             return
+        parts = result.summaries()
+        summary = pd.concat({title: s for title, s in parts}, names=["group", "method"]) if len(parts) > 1 \
+            else parts[0][1]
         # log_dict rewrites the file; MLflow's log_table would append to it on every resume.
         parent.log_dict(json.loads(frame.to_json(orient="split", index=False)), "results.json")
         parent.log_text(summary.to_csv(), "summary.csv")

@@ -39,9 +39,10 @@ class Tracker(Protocol):
     def start_parent(self, name: str, tags: dict) -> TrackedRun: ...
     def reopen(self, run_id: str) -> TrackedRun: ...
     def start_child(self, parent: TrackedRun, name: str, tags: dict) -> TrackedRun: ...
-    def find_resumable(self, config_hash: str) -> dict | None: ...
+    def find_parent(self, config_hash: str) -> dict | None: ...
+    def finished_cells(self, hashes: set[str]) -> dict[str, dict]: ...
     def finished_children(self, parent_id: str) -> list[dict]: ...
-    def kill_running_children(self, parent_id: str) -> int: ...
+    def kill_running_children(self, parent_id: str, cell_hash: str | None = None) -> int: ...
 
 
 def default_tracking_uri(explicit: str | None = None) -> str:
@@ -203,20 +204,26 @@ class MlflowTracker:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         return MlflowRun(self.client, run.info.run_id)
 
-    def find_resumable(self, config_hash: str) -> dict | None:
-        """The newest parent run of this configuration that did not finish: {run_id, status, tags}."""
+    def find_parent(self, config_hash: str) -> dict | None:
+        """The newest parent run of this configuration, of any status: {run_id, status, tags}."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.config_hash = '{config_hash}' and tags.run_kind = 'parent'",
-            order_by=["attributes.start_time DESC"], max_results=20)
-        return next(({"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags)}
-                     for r in runs if r.info.status != FINISHED), None)
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return next(({"run_id": r.info.run_id, "status": r.info.status, "tags": dict(r.data.tags)} for r in runs), None)
 
-    def kill_running_children(self, parent_id: str) -> int:
-        """Mark the children still RUNNING under `parent_id` KILLED (their process is gone); how many."""
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000)
-        orphans = [r for r in runs if r.info.status == RUNNING]
+    def finished_cells(self, hashes: set[str]) -> dict[str, dict]:
+        """cell hash -> {run_id, metrics} of the newest FINISHED run of each of `hashes` in the experiment,
+        whichever parent it ran under."""
+        return {h: {"run_id": r.info.run_id, "metrics": dict(r.data.metrics)}
+                for h, r in _newest_finished_cells(self.client, self.experiment_id, hashes).items()}
+
+    def kill_running_children(self, parent_id: str, cell_hash: str | None = None) -> int:
+        """Mark the children still RUNNING under `parent_id` (only those of `cell_hash` if given) KILLED:
+        their process is gone. Returns how many."""
+        runs = _all_runs(self.client, self.experiment_id, f"tags.mlflow.parentRunId = '{parent_id}'")
+        orphans = [r for r in runs if r.info.status == RUNNING
+                   and (cell_hash is None or r.data.tags.get("cell_hash") == cell_hash)]
         for r in orphans:
             self.client.set_tag(r.info.run_id, "end_reason", "its process died")
             self.client.set_terminated(r.info.run_id, status=KILLED)
@@ -227,6 +234,32 @@ class MlflowTracker:
             [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000)
         return [{"tags": dict(r.data.tags), "metrics": dict(r.data.metrics), "run_id": r.info.run_id}
                 for r in runs if r.info.status == FINISHED]
+
+
+def _all_runs(client, experiment_id: str, filter_string: str, order_by: list[str] | None = None) -> list:
+    """Every run matching the filter, page by page (one search returns at most a page)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, order_by=order_by,
+                                  max_results=5000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _newest_finished_cells(client, experiment_id: str, hashes: set[str]) -> dict:
+    """cell hash -> the newest FINISHED child run with that hash in the experiment."""
+    if not hashes:
+        return {}
+    runs = _all_runs(client, experiment_id, "tags.run_kind = 'child' and attributes.status = 'FINISHED'",
+                     ["attributes.start_time DESC"])
+    found: dict = {}
+    for r in runs:
+        h = r.data.tags.get("cell_hash")
+        if h in hashes and h not in found:
+            found[h] = r
+    return found
 
 
 class MlflowStore:
@@ -260,13 +293,34 @@ class MlflowStore:
                 "params": dict(run.data.params), "experiment_id": run.info.experiment_id}
 
     def rows(self, parent_id: str) -> list[dict]:
-        """One row per child run (method or reference row, seed): status and final metrics."""
-        runs = self.client.search_runs(
-            [self.client.get_run(parent_id).info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time ASC"],
-            max_results=10000)
-        return [{"method": r.data.tags["method"], "seed": int(r.data.tags["seed"]), "status": r.info.status,
-                 "error": r.data.tags.get("error"), "run_id": r.info.run_id, **r.data.metrics} for r in runs]
+        """One row per cell of the parent's plan (its `cells.json`): the newest FINISHED run of that cell in
+        the experiment, under this parent or an earlier one it reused, else the cell's newest attempt here
+        (FAILED, KILLED). A cell re-run after a crash is one row, never two."""
+        experiment_id = self.client.get_run(parent_id).info.experiment_id
+        children = _all_runs(self.client, experiment_id, f"tags.mlflow.parentRunId = '{parent_id}'",
+                             ["attributes.start_time ASC"])
+        try:
+            planned = [c["cell_hash"] for c in self.load_json(parent_id, "cells.json")]
+        except Exception:  # a parent written before cells.json: its own children are the plan
+            planned = list(dict.fromkeys(r.data.tags.get("cell_hash", r.info.run_id) for r in children))
+        by_hash: dict = {}
+        for r in children:  # oldest first: a later attempt replaces an earlier one unless that FINISHED
+            h = r.data.tags.get("cell_hash", r.info.run_id)
+            if by_hash.get(h) is None or by_hash[h].info.status != FINISHED or r.info.status == FINISHED:
+                by_hash[h] = r
+        missing = {h for h in planned if by_hash.get(h) is None or by_hash[h].info.status != FINISHED}
+        by_hash.update(_newest_finished_cells(self.client, experiment_id, missing))
+        return [_row(by_hash[h]) for h in planned if h in by_hash]
+
+    def histories(self, run_ids: list[str], prefix: str = "epoch_") -> list[dict]:
+        """Per-epoch values of the metrics starting with `prefix`: {run_id, metric, step, value} rows."""
+        out = []
+        for run_id in run_ids:
+            names = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(prefix)]
+            for name in names:
+                out += [{"run_id": run_id, "metric": name, "step": m.step, "value": m.value}
+                        for m in self.client.get_metric_history(run_id, name)]
+        return out
 
     def download(self, run_id: str, path: str, destination: str | os.PathLike) -> Path:
         """Copy one artifact of `run_id` to `destination` (a file path)."""
@@ -286,6 +340,15 @@ class MlflowStore:
         import mlflow
 
         return mlflow.artifacts.load_dict(f"{self.client.get_run(run_id).info.artifact_uri}/{path}")
+
+
+def _row(r) -> dict:
+    """A child run as a result row: what it is (method, scenario, budget, seed), its status and metrics."""
+    tags = r.data.tags
+    epochs = tags.get("epochs") or None
+    return {"method": tags["method"], "scenario": tags.get("scenario"), "epochs": float(epochs) if epochs else None,
+            "seed": int(tags["seed"]), "status": r.info.status, "error": tags.get("error"), "run_id": r.info.run_id,
+            "cell_hash": tags.get("cell_hash"), **r.data.metrics}
 
 
 # -- in memory -------------------------------------------------------------------------------------------
@@ -353,14 +416,23 @@ class MemoryTracker:
     def start_child(self, parent: MemoryRun, name: str, tags: dict) -> MemoryRun:
         return self._new(name, {**tags, "mlflow.parentRunId": parent.run_id})
 
-    def find_resumable(self, config_hash: str) -> dict | None:
+    def find_parent(self, config_hash: str) -> dict | None:
         for run in reversed(self.runs):
-            if run.tags.get("config_hash") == config_hash and run.tags.get("run_kind") == "parent" and run.status != FINISHED:
+            if run.tags.get("config_hash") == config_hash and run.tags.get("run_kind") == "parent":
                 return {"run_id": run.run_id, "status": run.status, "tags": dict(run.tags)}
         return None
 
-    def kill_running_children(self, parent_id: str) -> int:
-        orphans = [r for r in self.runs if r.tags.get("mlflow.parentRunId") == parent_id and r.status == RUNNING]
+    def finished_cells(self, hashes: set[str]) -> dict[str, dict]:
+        found = {}
+        for r in reversed(self.runs):
+            h = r.tags.get("cell_hash")
+            if r.status == FINISHED and h in hashes and h not in found:
+                found[h] = {"run_id": r.run_id, "metrics": {k: v[-1][1] for k, v in r.metrics.items()}}
+        return found
+
+    def kill_running_children(self, parent_id: str, cell_hash: str | None = None) -> int:
+        orphans = [r for r in self.runs if r.tags.get("mlflow.parentRunId") == parent_id and r.status == RUNNING
+                   and (cell_hash is None or r.tags.get("cell_hash") == cell_hash)]
         for r in orphans:
             r.status = KILLED
         return len(orphans)

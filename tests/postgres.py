@@ -113,3 +113,20 @@ def postgres_server(database: str = "harness") -> Iterator[str]:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(url: str, name: str) -> str:
+    """A new empty database on the server of `url`; its URL (MLflow and Optuna each need their own: both
+    keep an `alembic_version` table)."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    conn = psycopg2.connect(host=parsed.host, port=parsed.port, user=parsed.username, dbname="postgres")
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    return parsed.set(database=name).render_as_string(hide_password=False)

@@ -66,7 +66,7 @@ def test_every_method_through_the_cli_into_mlflow_and_a_report(tmp_path, data_di
     history = mlflow.MlflowClient().get_metric_history(simple_id, "epoch_acc_forget")
     assert [m.step for m in history] == list(range(1, 6))  # simple's 5 epochs, step = epoch
     listed = mlflow.MlflowClient().list_artifacts(parents.iloc[0]["run_id"], "forget_examples")
-    assert [a.path for a in listed] == ["forget_examples/seed0.png"]
+    assert [a.path for a in listed] == ["forget_examples/random-seed0.png"]
     exposed = mlflow.artifacts.load_dict(f"runs:/{simple_id}/attacks/lira-offline/most_exposed.json")
     assert exposed["columns"][:3] == ["index", "label", "score"] and len(exposed["data"]) == 20
 

@@ -15,13 +15,53 @@ def config(npz_dir, cache, **kw):
 
 def test_cells_are_the_reference_rows_then_the_methods(npz_dir, tmp_path):
     p = plan(config(npz_dir, tmp_path, methods=["retrain", "rotate", "simple", "rotate"], seeds=[1, 0]))
-    assert p.seeds == (1, 0) and set(p.splits) == {0, 1}
-    assert [c.name for c in p.cells(p.splits[0])] == ["original", "retrain", "rotate", "simple"]
-    hashes = [c.hash for s in p.seeds for c in p.cells(p.splits[s])]
+    assert p.seeds == (1, 0) and set(p.splits) == {("random", 0), ("random", 1)}
+    assert [c.name for c in p.cells(p.split(0))] == ["original", "retrain", "rotate", "simple"]
+    hashes = [c.hash for s in p.seeds for c in p.cells(p.split(s))]
     assert len(set(hashes)) == len(hashes)
     described = p.describe()
     assert described["methods"]["simple"]["epochs"] == 5 and described["metrics"]["mia"]["auc"]["target"] == 0.5
     assert plan(config(npz_dir, tmp_path, methods=["retrain", "rotate", "simple"], seeds=[1, 0])).hash == p.hash
+
+
+def test_scenarios_and_epoch_budgets_make_one_cell_each(npz_dir, tmp_path):
+    """A cell is (method, scenario, seed, epochs, parameters): each budget sets the method's `epochs`, the
+    reference rows are once per split, and every cell has its own hash."""
+    p = plan(config(npz_dir, tmp_path, methods=["rotate", "simple"], scenarios=["random", "class"], seeds=[0, 1],
+                    epochs=[2, 3]))
+    assert [(s.scenario, s.seed) for s in p.work()] == [("random", 0), ("random", 1), ("class", 0), ("class", 1)]
+    cells = p.cells(p.split(0, "class"))
+    assert [(c.name, c.budget) for c in cells] == [("original", None), ("retrain", None), ("rotate", 2), ("simple", 2),
+                                                   ("rotate", 3), ("simple", 3)]
+    assert [c.params.get("epochs") for c in cells[2:]] == [2, 2, 3, 3]
+    hashes = [c.hash for s in p.work() for c in p.cells(s)]
+    assert len(set(hashes)) == len(hashes) == 4 * 6
+    assert p.experiment == "unlearning-random+class" and p.describe()["epochs"] == [2, 3]
+    assert plan(config(npz_dir, tmp_path, methods=["rotate", "simple"], scenarios=["random", "class"], seeds=[0, 1],
+                       epochs=[2])).hash != p.hash
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(epochs=[2], methods=["simple"], method_params={"simple": {"epochs": 3}}), "given by --param and by --epochs"),
+    (dict(epochs=[0]), "budgets are positive"),
+    (dict(epochs=[99]), "--epochs 99"),
+    (dict(scenarios=["random", "nope"]), "Valid scenarios"),
+    (dict(scenarios=[]), "no scenario given"),
+    (dict(scenarios=["random"], scenario_options={"target_clas": "cat"}), "not a parameter of scenario"),
+])
+def test_bad_budgets_and_scenarios_are_refused_before_any_work(npz_dir, tmp_path, kw, message):
+    with pytest.raises(UsageError, match=message):
+        plan(config(npz_dir, tmp_path, **kw))
+
+
+def test_a_method_without_epochs_cannot_take_a_budget(npz_dir, tmp_path):
+    from harness.host import discover
+    from harness.registry import Method
+
+    host = discover()
+    host.methods.add(Method("no-epochs", lambda model, data, params, ctx: model))
+    with pytest.raises(UsageError, match="has none"):
+        plan(config(npz_dir, tmp_path, methods=["no-epochs"], epochs=[2]), host)
 
 
 def test_auto_precision_is_measured_once_per_machine(npz_dir, tmp_path, monkeypatch):

@@ -91,7 +91,7 @@ def test_run_logs_parent_children_params_curves_and_metrics(npz_dir, tmp_path, h
     assert names == sorted(f"{m} seed={s}" for m in ("original", "retrain", "simple") for s in (0, 1))
     simple = child(tracker, "simple seed=0")
     assert simple.status == FINISHED and len(simple.tags["cell_hash"]) == 16
-    assert simple.params["epochs"] == "2" and simple.params["split_hash"] == result.split_hashes[0]
+    assert simple.params["epochs"] == "2" and simple.params["split_hash"] == result.split_hashes[("random", 0)]
     assert simple.tags["method"] == "simple" and simple.tags["seed"] == "0" and "harness_version" in simple.tags
     assert [step for step, _ in simple.metrics["epoch_acc_forget"]] == [1, 2]  # per-epoch curve, step = epoch
     for key in ("acc_retain", "acc_forget", "acc_validation", "acc_test", "forget_val_ratio", "mia/auc",
@@ -188,8 +188,7 @@ def test_interrupt_marks_killed_and_resume_skips_finished_cells(npz_dir, tmp_pat
     finished_before = {r.name for r in children(tracker) if r.status == FINISHED}
     assert finished_before == {"original seed=0", "retrain seed=0", "simple seed=0"}
 
-    cfg.resume = True
-    result = run(cfg, host, tracker)
+    result = run(cfg, host, tracker)  # the same command again
     parents = [r for r in tracker.runs if r.tags.get("run_kind") == "parent"]
     assert len(parents) == 1 and parents[0].status == FINISHED
     rerun = [r.name for r in children(tracker)][len(finished_before) + 1:]
@@ -210,15 +209,15 @@ def test_resume_against_a_real_mlflow_sqlite_store(npz_dir, tmp_path, host):
             run(cfg, host, MlflowTracker(uri, "resume-test"))
     finally:
         STATE["interrupt"] = False
-    cfg.resume = True
     result = run(cfg, host, MlflowTracker(uri, "resume-test"))
     store = MlflowStore(uri)
     parent_id = store.latest_parent("resume-test")
     assert parent_id == result.parent_run_id and store.parent(parent_id)["status"] == FINISHED
     rows = store.rows(parent_id)
     finished = sorted(r["method"] for r in rows if r["status"] == FINISHED)
-    assert finished == ["interruptible", "original", "retrain", "simple"]  # each once
-    assert [r["method"] for r in rows if r["status"] == KILLED] == ["interruptible"]
+    assert finished == ["interruptible", "original", "retrain", "simple"] and len(rows) == 4  # each cell once
+    killed = store.client.search_runs([store.parent(parent_id)["experiment_id"]], "attributes.status = 'KILLED'")
+    assert [r.data.tags["method"] for r in killed] == ["interruptible"]  # kept in the store, not reported
     table = store.load_json(parent_id, "results.json")
     assert len(table["data"]) == 4 and "mia/auc" in table["columns"]
 
@@ -235,7 +234,7 @@ def test_resume_refuses_a_run_whose_owner_is_alive_and_adopts_a_dead_one(npz_dir
     from harness.runner import RunInProgress, Runner, owner_alive
 
     tracker = MemoryTracker()
-    p = plan(config(npz_dir, tmp_path, resume=True), host)
+    p = plan(config(npz_dir, tmp_path), host)
     parent = tracker.start_parent("x", {"run_kind": "parent", "config_hash": p.hash,
                                         "owner": f"{host_key()}:{os.getpid()}"})
     orphan = tracker.start_child(parent, "cell", {"cell_hash": "h"})
@@ -249,3 +248,36 @@ def test_resume_refuses_a_run_whose_owner_is_alive_and_adopts_a_dead_one(npz_dir
     # another host: alive while its heartbeat is fresh
     assert owner_alive({"owner": "elsewhere:1", "heartbeat": "100"}, now=150)
     assert not owner_alive({"owner": "elsewhere:1", "heartbeat": "100"}, now=100 + 10_000)
+
+
+def test_rerun_skips_cells_finished_under_any_parent_and_rerun_forces(npz_dir, tmp_path, host):
+    """Cells are found by hash in the experiment, not through 'the newest parent': the same command again
+    runs nothing, a larger benchmark runs only its new cells, and --rerun runs everything again."""
+    from collections import Counter
+
+    from harness.tracking import MlflowStore, MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    small = config(npz_dir, tmp_path, methods=["simple"], tracking_uri=uri)
+    first = run(small, host, MlflowTracker(uri, "cells"))
+    again = run(small, host, MlflowTracker(uri, "cells"))
+    store = MlflowStore(uri)
+    experiment = store.parent(first.parent_run_id)["experiment_id"]
+
+    def finished_per_cell():
+        runs = store.client.search_runs([experiment], "tags.run_kind = 'child' and attributes.status = 'FINISHED'")
+        return Counter(r.data.tags["cell_hash"] for r in runs)
+
+    assert again.parent_run_id == first.parent_run_id and sum(finished_per_cell().values()) == 3
+    larger = run(config(npz_dir, tmp_path, methods=["simple", "rotate"], seeds=[0, 1], tracking_uri=uri), host,
+                 MlflowTracker(uri, "cells"))
+    counts = finished_per_cell()
+    assert larger.parent_run_id != first.parent_run_id and len(counts) == 8 and set(counts.values()) == {1}
+    rows = store.rows(larger.parent_run_id)
+    assert len(rows) == 8 and {r["status"] for r in rows} == {FINISHED}
+    reused = {r["run_id"] for r in first.rows}
+    assert {r["run_id"] for r in rows if r["seed"] == 0 and r["method"] != "rotate"} == reused
+    forced = run(config(npz_dir, tmp_path, methods=["simple"], tracking_uri=uri, rerun=True), host,
+                 MlflowTracker(uri, "cells"))
+    assert forced.parent_run_id not in (first.parent_run_id, larger.parent_run_id)
+    assert not reused & {r["run_id"] for r in forced.rows} and max(finished_per_cell().values()) == 2

@@ -185,7 +185,7 @@ def _forget_overlap(tuner: Tuner) -> dict:
     tuning = set()
     for split in tuner.plan.splits.values():
         tuning |= set(split.forget.tolist())
-    return {seed: len(tuning & set(s.forget.tolist())) / len(s.forget) for seed, s in tuner.holdout_plan.splits.items()}
+    return {s.seed: len(tuning & set(s.forget.tolist())) / len(s.forget) for s in tuner.holdout_plan.work()}
 
 
 def _log_figures(parent, study: Study, objective) -> None:

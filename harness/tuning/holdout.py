@@ -80,7 +80,7 @@ def evaluate_holdout(tuner, study, tuned: dict[str, Any] | None, parent) -> list
     references = hp.references()
     rows = []
     for seed in hp.seeds:
-        split = hp.splits[seed]
+        split = hp.split(seed)
         refs = references.for_split(split, retrain=True, references=hp.n_references)
         cells = {c.name: c for c in hp.cells(split)[:2]}  # the original and retrain rows
         for label, params in configs.items():

@@ -120,7 +120,7 @@ class Tuner:
         if overlap:
             raise UsageError(f"seed(s) {', '.join(map(str, overlap))} are both tuning and held-out seeds: a "
                              f"configuration must be judged on forget sets it was not chosen on")
-        base = dict(scenario=config.scenario, scenario_options=config.scenario_options, profile=config.profile,
+        base = dict(scenarios=[config.scenario], scenario_options=config.scenario_options, profile=config.profile,
                     precision=config.precision, model=config.model, model_options=config.model_options,
                     attacks=[attack], attack_options=config.attack_options, data_dir=config.data_dir,
                     cache_dir=config.cache_dir, device=config.device, tracking_uri=config.tracking_uri,
@@ -297,7 +297,7 @@ class Tuner:
             return known
         rows = []
         for seed in self.plan.seeds:
-            split = self.plan.splits[seed]
+            split = self.plan.split(seed)
             row = self.plan.cells(split)[0]  # the original reference row: its metrics and attacks
             result = evaluate_cell(row, self.refs().for_split(split, retrain=False, references=self.plan.n_references))
             if result.attack_errors:
@@ -401,7 +401,7 @@ class _TrialObjective:
         rows = []
         try:
             for seed in plan_.seeds:
-                split = plan_.splits[seed]
+                split = plan_.split(seed)
                 refs = t.refs().for_split(split, retrain=False, references=plan_.n_references)
                 cell = Cell(method.name, method.component, params, split, plan_.attacks, plan_.setting)
                 result = evaluate_cell(cell, refs, Callbacks(on_epoch=on_epoch), show_progress=cfg.show_progress,
