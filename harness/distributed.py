@@ -92,14 +92,19 @@ def join(name: str, storage: StudyStorage, local: RunConfig, *, heartbeat: int =
     from .plan import plan
 
     handle = storage.open(heartbeat, on_stale=_on_stale)
-    try:
-        study = optuna.load_study(study_name=name, storage=handle)
-    except KeyError:
-        names = sorted(s.study_name for s in optuna.get_all_study_summaries(handle)
-                       if s.user_attrs.get("kind") == KIND)
-        raise BenchmarkError(f"no benchmark named {name!r} in {storage.display}; benchmarks there: "
-                             f"{', '.join(names) or '(none)'}. Publish it with `unlearn run --benchmark {name} ...`")
     deadline = time.time() + wait_s
+    while True:  # workers may start before the publisher has created the study
+        try:
+            study = optuna.load_study(study_name=name, storage=handle)
+            break
+        except KeyError:
+            if time.time() > deadline:
+                names = sorted(s.study_name for s in optuna.get_all_study_summaries(handle)
+                               if s.user_attrs.get("kind") == KIND)
+                raise BenchmarkError(f"no benchmark named {name!r} in {storage.display} after {wait_s:.0f} s; "
+                                     f"benchmarks there: {', '.join(names) or '(none)'}. Publish it with "
+                                     f"`unlearn run --benchmark {name} --storage ...`") from None
+            time.sleep(1.0)
     while study.user_attrs.get("kind") != KIND:  # the publisher may still be queueing its cells
         if "plan_hash" not in study.user_attrs and time.time() > deadline:
             raise BenchmarkError(f"study {name!r} in {storage.display} is not a benchmark of `unlearn run`")
@@ -182,6 +187,14 @@ def finish(bench: Benchmark, parent) -> RunResult:
     result = RunResult(rows, failures, bench.parent_id, {k: s.hash for k, s in bench.plan.splits.items()})
     bench.runner.log_summary(parent, result)
     parent.end("FAILED" if failures else FINISHED)
+    try:  # the report, as at the end of `unlearn run`; the results are safe in the store if it fails
+        from .run_report import default_folder, publish
+
+        store = MlflowStore(bench.runner.tracker.uri)
+        publish(store, store.parent(bench.parent_id), default_folder(store.uri, bench.parent_id),
+                title="Unlearning results", command=None)
+    except Exception as exc:
+        log.warning("report not written (%s); run `unlearn report %s`", exc, bench.parent_id)
     return result
 
 

@@ -154,6 +154,12 @@ class Plan:
         """Each attack's metric declarations as plain data: what reports and the summary read."""
         return {a.name: {k: v.as_dict() for k, v in a.component.metrics.items()} for a in self.attacks}
 
+    def sources(self) -> dict[str, str]:
+        """Where each component of the plan comes from ("distribution version (entry point)"): what a
+        reproduction compares before running."""
+        parts = [*self.methods, *self.attacks, *self.scenarios, self.model]
+        return {f"{c.component.kind} {c.name}": c.component.source for c in parts}
+
     def describe(self) -> dict:
         """The resolved configuration as plain data (logged as config.json)."""
         return {
@@ -166,6 +172,7 @@ class Plan:
             "epochs": list(self.epochs),
             "model": {"name": self.model.name, "params": dict(self.model.params)},
             "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},
+            "plugins": self.sources(),
             "splits": {f"{sc}/{seed}": {"hash": split.hash, **split.sizes()} for (sc, seed), split in self.splits.items()},
             "heldout_part": self.config.heldout_part,
             "references": self.n_references,

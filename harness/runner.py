@@ -18,6 +18,7 @@ from . import __version__
 from .cell import Callbacks, Cell, CellResult, evaluate_cell
 from .host import Host
 from .metrics import UTILITY
+from .mlflow_view import view_groups, write_benchmark_view
 from .owners import dead_here, on_this_host, worker_id
 from .plan import Plan, RunConfig, plan
 from .report import columns
@@ -86,23 +87,13 @@ class RunResult:
         return summarize(self.frame())
 
     def summaries(self) -> list[tuple[str, pd.DataFrame]]:
-        """(title, summary) per scenario and epoch budget: one table per panel of the study."""
-        return [(title, summarize(group)) for title, group in result_groups(self.frame())]
+        """(title, mean and std per method) per scenario and epoch budget: the terminal's tables."""
+        from .analysis import group_title, groups
 
-
-def result_groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(title, rows) per scenario and epoch budget; the scenario's reference rows (no budget) are in each."""
-    if frame.empty or "scenario" not in frame:
-        return [("", frame)]
-    out = []
-    for scenario in frame["scenario"].drop_duplicates():
-        rows = frame[frame["scenario"] == scenario]
-        budgets = sorted(rows["epochs"].dropna().unique()) if "epochs" in rows else []
-        if not budgets:
-            out.append((str(scenario), rows))
-        for b in budgets:
-            out.append((f"{scenario}, {b:g} epochs", rows[rows["epochs"].isna() | (rows["epochs"] == b)]))
-    return out
+        frame = self.frame()
+        if frame.empty:
+            return []
+        return [(group_title(*key), summarize(rows)) for key, rows in groups(frame)]
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
@@ -196,6 +187,7 @@ class Runner:
                 log.info("run %s: %d cell(s) left RUNNING by a dead process marked KILLED", found["run_id"], orphans)
             parent = self.tracker.reopen(found["run_id"])
             parent.set_tags({"interrupted": "false"})
+        write_benchmark_view(self.tracker, p.attack_metrics, group_by=view_groups(len(p.scenarios), bool(p.epochs)))
         log.info("%s run %s: %d of %d cell(s) already FINISHED in the experiment are reused (--rerun runs them again)",
                  "continuing" if found else "new", parent.run_id, len(done), sum(len(p.cells(s)) for s in p.work()))
         return parent, done
@@ -271,7 +263,7 @@ class Runner:
             self._log_line(cell, result)
 
     def _log_line(self, cell: Cell, result: CellResult) -> None:
-        m, split = result.metrics, cell.split
+        m = result.metrics
         head = f"{self._label(cell)}:"
         if cell.name == "original":
             head += f" trained in {m['train_seconds']:.1f} s (cached: {result.info['cached']})"
@@ -319,20 +311,11 @@ class Runner:
                 "references": p.n_references, **speeds}
 
     def log_summary(self, parent: TrackedRun, result: RunResult) -> None:
+        """Every cell's row as results.json, and the failures (the report is made from the store)."""
         frame = result.frame()
         if frame.empty:
             return
-        parts = result.summaries()
-        summary = pd.concat({title: s for title, s in parts}, names=["group", "method"]) if len(parts) > 1 \
-            else parts[0][1]
         # log_dict rewrites the file; MLflow's log_table would append to it on every resume.
-        parent.log_dict(json.loads(frame.to_json(orient="split", index=False)), "results.json")
-        parent.log_text(summary.to_csv(), "summary.csv")
+        parent.log_dict(json.loads(frame.to_json(orient="split", index=False, default_handler=str)), "results.json")
         if result.failures:
             parent.log_dict(result.failures, "failures.json")
-        try:
-            from .report import summary_figure
-
-            parent.log_figure(summary_figure(summary, self.p.attack_metrics), "summary.png")
-        except Exception as exc:  # a plotting problem must not fail a finished benchmark
-            log.warning("summary figure not logged: %s", exc)

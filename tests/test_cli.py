@@ -253,3 +253,47 @@ def test_sigterm_ends_runs_killed_like_ctrl_c(tmp_path, monkeypatch, npz_dir):
     runs = mlflow.search_runs(experiment_names=["unlearning-random"], output_format="pandas")
     status = dict(zip(runs["tags.method"].fillna("parent"), runs["status"]))
     assert status == {"parent": "KILLED", "original": "FINISHED", "retrain": "FINISHED", "self-terminating": "KILLED"}
+
+
+def test_protocol_lists_then_ui_view_and_an_exact_reproduction(tmp_path, monkeypatch, npz_dir):
+    """--scenarios and --epochs make one cell per (method, scenario, seed, budget), the terminal shows one
+    table per scenario and budget, `unlearn ui` prints the comparison view's URL, and `unlearn reproduce`
+    re-runs a logged cell to the same numbers; on other data it says what differs and refuses."""
+    import mlflow
+    import numpy as np
+
+    from harness.testing import synthetic_arrays
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = ["--cache-dir", str(tmp_path / "c"), "--tracking-uri", uri]
+    result = invoke("run", *SMOKE, "--data-dir", str(npz_dir), *common, "--methods", "simple", "--attacks", "mia",
+                    "--scenarios", "random,class", "--epochs", "1,2")
+    assert result.exit_code == 0, result.output
+    for title in ("random, 1 epochs", "random, 2 epochs", "class, 1 epochs", "class, 2 epochs"):
+        assert title in result.output
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["unlearning-random+class"], output_format="pandas")
+    children = runs[runs["tags.run_kind"] == "child"]
+    assert len(children) == 2 * (2 + 2) and sorted(set(children["tags.epochs"])) == ["", "1", "2"]
+    cell = children[(children["tags.scenario"] == "class") & (children["tags.epochs"] == "2")].iloc[0]
+    assert cell["tags.mlflow.runName"] == "simple e=2 class seed=0" and cell["params.epochs"] == "2"
+
+    calls = []
+    monkeypatch.setattr("harness.cli.os.execv", lambda exe, cmd: calls.append(cmd))
+    shown = invoke("ui", "--tracking-uri", uri, "--port", "5055")
+    assert shown.exit_code == 0 and calls
+    assert f"#/experiments/{cell['experiment_id']}/runs?viewStateShareKey=benchmark" in shown.output
+
+    again = invoke("reproduce", cell["run_id"], "--data-dir", str(npz_dir), *common, "--quiet")
+    assert again.exit_code == 0, again.output
+    assert "metrics reproduced exactly" in again.output and "DIFFERS" not in again.output
+    assert "mia/auc" in again.output and "(timing)" in again.output
+
+    other = tmp_path / "other"
+    other.mkdir()
+    arrays = synthetic_arrays(500, 450)
+    arrays["x_train"] = np.ascontiguousarray(arrays["x_train"][:, ::-1])  # the same labels, other pixels
+    np.savez(other / "cifar10.npz", **arrays)
+    refused = invoke("reproduce", cell["run_id"], "--data-dir", str(other), *common, "--quiet")
+    assert refused.exit_code == 1 and "data fingerprint" in refused.output and "logged" in refused.output

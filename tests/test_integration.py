@@ -77,6 +77,12 @@ def test_every_method_through_the_cli_into_mlflow_and_a_report(tmp_path, data_di
     text = report.read_text()
     assert "unlearn run --profile smoke --model tiny-cnn --seeds 0 --references 2 --quiet" in text and "| simple | 1 |" in text
     assert "conf. gap" in text and "`confidence-gap/gap`" in text  # a third-party metric, from its declaration
+    figures = {"fig12_accuracy.png", "fig12_ratio.png", "fig13_runtime.png", "fig14_mia.png", "epoch_curves.png"}
+    assert figures <= {p.name for p in (tmp_path / "results").iterdir()}  # the report's folder, beside it
+    assert "![" in text and "(results/fig12_ratio.png)" in text
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(parents.iloc[0]["run_id"], "report")}
+    assert {f"report/{name}" for name in figures | {"summary.csv", "report.md"}} <= logged
+    assert "report: " in proc.stderr or (tmp_path / "mlruns" / "reports").exists()  # written at the end of the run too
 
 
 def test_resnet18_default_model_end_to_end(tmp_path, data_dir, monkeypatch):

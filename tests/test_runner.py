@@ -85,7 +85,8 @@ def test_run_logs_parent_children_params_curves_and_metrics(npz_dir, tmp_path, h
     result = run(config(npz_dir, tmp_path, seeds=[0, 1]), host, tracker)
     parent = tracker.runs[0]
     assert parent.status == FINISHED and parent.tags["run_kind"] == "parent"
-    assert {"results.json", "summary.csv", "config.json", "summary.png"} <= set(parent.artifacts)
+    assert {"results.json", "config.json", "cells.json"} <= set(parent.artifacts)
+    assert [c["method"] for c in parent.artifacts["cells.json"]] == ["original", "retrain", "simple"] * 2
     assert parent.artifacts["config.json"]["metrics"]["mia"]["auc"]["target"] == 0.5  # declarations travel with the run
     names = sorted(r.name for r in children(tracker))
     assert names == sorted(f"{m} seed={s}" for m in ("original", "retrain", "simple") for s in (0, 1))
