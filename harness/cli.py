@@ -204,25 +204,13 @@ def run(config_file, **opts):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def worker(benchmark, storage, data_dir, cache_dir, device, tracking_uri, heartbeat, wait, quiet):
     """Take cells of a shared benchmark until none is left (run it on as many machines as you like)."""
-    from .data import DataError
-    from .distributed import BenchmarkError, join
-    from .plan import RunConfig, UsageError
+    from .distributed import join
+    from .plan import RunConfig
 
     handle = _benchmark_storage(storage, benchmark)
     local = RunConfig(data_dir=data_dir, cache_dir=cache_dir, device=device, tracking_uri=tracking_uri,
                       show_progress=not quiet)
-
-    def opened():
-        try:
-            return join(benchmark, handle, local, heartbeat=heartbeat, wait_s=wait)
-        except BenchmarkError as exc:
-            raise click.ClickException(str(exc)) from None
-        except UsageError as exc:
-            raise click.UsageError(str(exc)) from None
-        except DataError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    _work_on(opened)
+    _work_on(lambda: join(benchmark, handle, local, heartbeat=heartbeat, wait_s=wait))
 
 
 def _benchmark_storage(url: str | None, name: str):
@@ -241,11 +229,18 @@ def _benchmark_storage(url: str | None, name: str):
 
 def _work_on(open_benchmark) -> None:
     """Run cells of a benchmark as one of its workers; SIGTERM and Ctrl-C give the cell back to the queue."""
-    from .distributed import work
+    from .data import DataError
+    from .distributed import BenchmarkError, work
+    from .plan import UsageError
 
     try:
         with _terminate_like_ctrl_c():
-            bench = open_benchmark()
+            try:
+                bench = open_benchmark()
+            except (BenchmarkError, DataError) as exc:
+                raise click.ClickException(str(exc)) from None
+            except UsageError as exc:
+                raise click.UsageError(str(exc)) from None
             click.echo(f"benchmark {bench.study.study_name}: {len(bench.cells)} cells, parent run {bench.parent_id}",
                        err=True)
             failures = work(bench)

@@ -32,6 +32,9 @@ SMOKE = ["--profile", "smoke", "--model", "tiny-cnn", "--quiet"]
      "scenario 'class': target_class='unicorn' is out of range: expected one of 'auto', 'airplane'"),
     (["--scenario-option", "target_class=cat"], "--scenario-option target_class: not a parameter of scenario(s) random"),
     (["--epochs", "2,x"], "is not a number"),
+    (["--storage", "journal:q.log"], "--storage queues the cells of a --benchmark NAME"),
+    (["--benchmark", "b"], "--benchmark b needs --storage"),
+    (["--benchmark", "b", "--storage", "sqlite:///q.db"], "SQLite is not for parallel workers"),
     (["--scenarios", "random,nope"], "Valid scenarios"),
     (["--model-option", "width=0"], "model 'tiny-cnn': width=0 is out of range"),
     (["--seeds", "a-b"], "expected integers like 0,1,2"),
@@ -297,3 +300,10 @@ def test_protocol_lists_then_ui_view_and_an_exact_reproduction(tmp_path, monkeyp
     np.savez(other / "cifar10.npz", **arrays)
     refused = invoke("reproduce", cell["run_id"], "--data-dir", str(other), *common, "--quiet")
     assert refused.exit_code == 1 and "data fingerprint" in refused.output and "logged" in refused.output
+
+
+def test_a_worker_for_a_benchmark_nobody_published_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("worker", "--benchmark", "nope", "--storage", f"journal:{tmp_path / 'q.log'}", "--wait", "0")
+    assert result.exit_code == 1 and "no benchmark named 'nope'" in result.output
+    assert "unlearn run --benchmark nope" in result.output and "Traceback" not in result.output
