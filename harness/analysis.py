@@ -35,22 +35,25 @@ REFERENCE_COLORS = {"original": "#222222", "retrain": "#8c8c8c"}
 # Which side of its ideal means the forget set still looks trained on, by the metric's own name (so every
 # attack that reports it is read alike): +1 when a value above the ideal is under-forgetting, -1 when it is
 # over-forgetting. Metrics not listed never flag: two-sided ones (forget_quality/relative falls below 1
-# whichever way a model differs from retrain) and mia/auc, which is about max(A, 1 - A) and hides the side.
+# whichever way a model differs from retrain), mia/auc, which is about max(A, 1 - A) and hides the side,
+# and zrf_diff: a model that lost accuracy everywhere is closer to a random one on every split, so ZRF
+# above retrain's measured general damage, not forgetting, on the cpu protocol (simple at 2 epochs:
+# validation 0.31, zrf_diff +0.41).
 FORGET_DIRECTION = {
     "forget_val_ratio": +1,  # forget accuracy above what data the model never saw gets
     "signed_auc": +1,  # mia: AUC of -loss, forget vs test
     "auc": +1,  # membership_metrics (lira-offline, rmia, ...): a higher score means "member"
     "tpr_1pct": +1,
-    "zrf_diff": -1,  # zrf: below 0 = further from a random model than retrain is
     "efficacy_diff": -1,  # svc-efficacy: below 0 = forget still looks trained on
 }
 
 FLAG_RULES = """\
 Under-/over-forgetting flags (per scenario, epoch budget and method; 95% intervals):
 - Evidence comes from the forget/validation accuracy ratio and from attack metrics that declare a target
-  and an interval and whose direction is known (signed MIA AUC, membership AUC and TPR@1%, ZRF and
-  MIA-efficacy differences to retrain). Above the ideal means "the forget set still looks trained on" for
-  all of them except the ZRF and MIA-efficacy differences, where it is the other way round.
+  and an interval and whose direction is known (signed MIA AUC, membership AUC and TPR@1%, the
+  MIA-efficacy difference to retrain). Above the ideal means "the forget set still looks trained on" for
+  all of them except the MIA-efficacy difference, where it is the other way round. ZRF is left out: it
+  rises with any loss of accuracy, on every split, not only on the forgotten one.
 - Each is compared with the retrain model on the same splits when retrain has the metric: with 2 or more
   common seeds, the Student-t interval of the per-seed difference (method - retrain) must exclude 0; with
   one seed, the two runs' own intervals (the metric's _low/_high) must not overlap. Without retrain values
