@@ -38,7 +38,7 @@ def main():
     p = plan(RunConfig(methods=[args.method], seeds=[args.seed], profile=args.profile, references=args.references,
                        show_progress=False))
     service = p.references()
-    split = p.splits[args.seed]
+    split = p.split(args.seed)
     keys = [service.key(split.retain, s, p.profile.recipe.epochs) for s in bank_seeds(split.seed, args.references)]
     cached = sum(service.cache.logits_path(k).exists() or service.cache.path(k).exists() for k in keys)
     start = time.perf_counter()

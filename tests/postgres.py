@@ -98,16 +98,7 @@ def postgres_server(database: str = "harness") -> Iterator[str]:
         if start.returncode:
             raise RuntimeError(f"PostgreSQL did not start (pg_ctl: {start.stderr.strip() or start.stdout.strip()})"
                                f"; server log tail:\n{_tail(log)}")
-        import psycopg2  # imported late so that the module imports where psycopg2 is missing
-
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{database}"')
-        finally:
-            conn.close()
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{database}"
+        yield create_database(f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres", database)
     finally:
         if started:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -118,7 +109,7 @@ def postgres_server(database: str = "harness") -> Iterator[str]:
 def create_database(url: str, name: str) -> str:
     """A new empty database on the server of `url`; its URL (MLflow and Optuna each need their own: both
     keep an `alembic_version` table)."""
-    import psycopg2
+    import psycopg2  # imported late so that the module imports where psycopg2 is missing
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
