@@ -42,13 +42,15 @@ def declared_key_metrics(store: MlflowStore, experiment: str) -> list[tuple[str,
 
 
 def refresh_view(uri: str, experiment: str, metrics: list[tuple[str, str]] | None = None) -> tuple[str, str]:
-    """Write the experiment's view (every finished child run, as the runner leaves it before it pins the
-    view to a benchmark's rows): (experiment id, key)."""
+    """The experiment's view as its runs and report left it (pinned to the benchmark's cells, grouped by
+    method, budget and scenario); written here only where there is none, or when --metrics asks for other
+    key metrics: (experiment id, key)."""
     store = MlflowStore(uri)
     found = store.client.get_experiment_by_name(experiment)
     if found is None:
         sys.exit(f"no experiment {experiment!r} in {uri}")
-    mv.write_view(store.client, found.experiment_id, metrics or declared_key_metrics(store, experiment))
+    if metrics or mv.read_view(store.client, found.experiment_id) is None:
+        mv.write_view(store.client, found.experiment_id, metrics or declared_key_metrics(store, experiment))
     return found.experiment_id, mv.DEFAULT_KEY
 
 
