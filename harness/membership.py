@@ -63,6 +63,18 @@ def exposed_table(target, scores: np.ndarray, key: np.ndarray, top: int, **extra
     return pd.DataFrame(columns)
 
 
+def membership_result(target, members: np.ndarray, nonmembers: np.ndarray, params, seed: int, *, key: np.ndarray,
+                      extra_metrics: dict[str, float], **columns: np.ndarray):
+    """What a per-example membership attack returns: `membership_metrics` (resamples from
+    `membership_space`'s bootstrap), the attack's own `extra_metrics`, and the most_exposed table of
+    `exposed_table` ordered by `key` (no table with top 0)."""
+    from .evaluation import AttackResult
+
+    metrics = {**membership_metrics(members, nonmembers, n_boot=params["bootstrap"], seed=seed), **extra_metrics}
+    tables = {"most_exposed": exposed_table(target, members, key, params["top"], **columns)} if params["top"] > 0 else {}
+    return AttackResult(metrics, tables)
+
+
 def membership_space(order: str) -> dict:
     """The parameters of `membership_metrics` and `exposed_table`: bootstrap resamples and table size;
     `order` says which forget samples the table lists first."""

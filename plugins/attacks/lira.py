@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness import AttackResult, Metric, hookimpl
-from harness.membership import exposed_table, membership_declarations, membership_metrics, membership_space
+from harness import Metric, hookimpl
+from harness.membership import membership_declarations, membership_result, membership_space
 
 def lira_offline(inputs, params):
     """s(x) = (phi_t(x) - mu_R(x)) / sigma, forget = 1 vs test = 0, with mu_R(x) the references' mean
@@ -35,12 +35,8 @@ def lira_offline(inputs, params):
     # Identical references (sigma 0): the raw deviation ranks examples the same way; AUC and TPR are scale-free.
     scale = sigma if sigma > 0 else 1.0
     forget, test = centred["forget"] / scale, centred["test"] / scale
-    metrics = membership_metrics(forget, test, n_boot=params["bootstrap"], seed=inputs.seed)
-    metrics["sigma"] = sigma
-    tables = {}
-    if params["top"] > 0:
-        tables["most_exposed"] = exposed_table(target, forget, np.abs(forget), params["top"], abs_score=np.abs(forget))
-    return AttackResult(metrics, tables)
+    return membership_result(target, forget, test, params, inputs.seed, key=np.abs(forget),
+                             extra_metrics={"sigma": sigma}, abs_score=np.abs(forget))
 
 
 @hookimpl

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-from harness import AttackResult, Choice, Float, Metric, hookimpl
-from harness.membership import exposed_table, membership_declarations, membership_metrics, membership_space
+from harness import Choice, Float, Metric, hookimpl
+from harness.membership import membership_declarations, membership_result, membership_space
 from harness.stats import roc_auc
 
 A_GRID = tuple(i / 10 for i in range(11))  # the values of `a` that calibrate="original" tries
@@ -94,12 +94,9 @@ def rmia(inputs, params):
         a = prepare_rmia(inputs, params)
     ref_lp = {s: log_true_probs(refs.logits[s], refs.labels[s]) for s in ("forget", "test")}
     forget, held_out, log_r = _score(_log_probs(inputs.target), ref_lp, float(a), params["gamma"], inputs.seed)
-    metrics = membership_metrics(forget, held_out, n_boot=params["bootstrap"], seed=inputs.seed)
-    metrics["a"] = float(a)
-    tables = {}
-    if params["top"] > 0:  # ordered by r: the score's order, with its ties (all of z beaten) broken by r
-        tables["most_exposed"] = exposed_table(inputs.target, forget, log_r, params["top"], log_ratio=log_r)
-    return AttackResult(metrics, tables)
+    # the table is ordered by r: the score's order, with its ties (all of z beaten) broken by r
+    return membership_result(inputs.target, forget, held_out, params, inputs.seed, key=log_r,
+                             extra_metrics={"a": float(a)}, log_ratio=log_r)
 
 
 @hookimpl
