@@ -255,20 +255,11 @@ def _work_on(open_benchmark) -> None:
 
 
 def _report_after_run(uri: str, parent_id: str) -> None:
-    """The run's report (figures, summary, comparisons) beside the store and in the parent's artifacts; a
-    failure here is reported, never fatal: the runs are safe in the store and `unlearn report` redoes it."""
-    from .run_report import default_folder, publish
-    from .tracking import MlflowStore
+    from .run_report import publish_after_run
 
-    try:
-        store = MlflowStore(uri)
-        parent = store.parent(parent_id)
-        folder = default_folder(uri, parent_id)
-        publish(store, parent, folder, title="Unlearning results", command=parent["tags"].get("command"))
-        click.echo(f"report: {folder / 'report.md'} (again with `unlearn report {parent_id}`)", err=True)
-    except Exception as exc:
-        click.echo(f"warning: report not written ({type(exc).__name__}: {exc}); run `unlearn report {parent_id}`",
-                   err=True)
+    page = publish_after_run(uri, parent_id)
+    if page is not None:
+        click.echo(f"report: {page} (again with `unlearn report {parent_id}`)", err=True)
 
 
 class Terminated(KeyboardInterrupt):

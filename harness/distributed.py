@@ -187,14 +187,9 @@ def finish(bench: Benchmark, parent) -> RunResult:
     result = RunResult(rows, failures, bench.parent_id, {k: s.hash for k, s in bench.plan.splits.items()})
     bench.runner.log_summary(parent, result)
     parent.end("FAILED" if failures else FINISHED)
-    try:  # the report, as at the end of `unlearn run`; the results are safe in the store if it fails
-        from .run_report import default_folder, publish
+    from .run_report import publish_after_run
 
-        store = MlflowStore(bench.runner.tracker.uri)
-        publish(store, store.parent(bench.parent_id), default_folder(store.uri, bench.parent_id),
-                title="Unlearning results", command=None)
-    except Exception as exc:
-        log.warning("report not written (%s); run `unlearn report %s`", exc, bench.parent_id)
+    publish_after_run(bench.runner.tracker.uri, bench.parent_id)
     return result
 
 

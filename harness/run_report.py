@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +38,9 @@ class RunReport:
     attack_metrics: dict
     facts: dict[str, str]
 
+    @cached_property
     def summary(self) -> pd.DataFrame:
+        """summary_table of the rows: the CSV, the Markdown and the page read this one."""
         return analysis.summary_table(self.frame, self.attack_metrics)
 
     def comparisons(self, baseline: str | None = None) -> pd.DataFrame:
@@ -58,7 +61,8 @@ def build(store, parent: dict, *, with_curves: bool = True) -> RunReport:
     curves = None
     if with_curves and not frame.empty:
         methods = frame[~frame["method"].isin(analysis.REFERENCES) & (frame["status"] == "FINISHED")]
-        history = pd.DataFrame(store.histories(methods["run_id"].tolist(), prefix="epoch_acc_"))
+        names = [c for c in frame.columns if c.startswith("epoch_acc_")]
+        history = pd.DataFrame(store.histories(methods["run_id"].tolist(), names))
         if not history.empty:
             curves = history.merge(methods[["run_id", "method", "scenario", "epochs", "seed"]], on="run_id")
     tags, params = parent["tags"], parent["params"]
@@ -77,10 +81,10 @@ def write(report: RunReport, folder: Path) -> dict[str, Path]:
     for name, fig in figures.all_figures(report.frame, report.curves, report.attack_metrics).items():
         fig.savefig(folder / name, dpi=110)
         files[name] = folder / name
-    tables = {"summary.csv": report.summary().to_csv(index=False),
+    tables = {"summary.csv": report.summary.to_csv(index=False),
               "comparisons.csv": report.comparisons().to_csv(index=False),
               "results.csv": report.frame.to_csv(index=False),
-              "summary.md": analysis.summary_markdown(report.summary(), report.attack_metrics)}
+              "summary.md": analysis.summary_markdown(report.summary, report.attack_metrics)}
     for name, text in tables.items():
         (folder / name).write_text(text)
         files[name] = folder / name
@@ -111,7 +115,7 @@ def markdown(report: RunReport, files: dict[str, Path], *, title: str, command: 
         for name in shown:
             path = files[name] if relative_to is None else files[name].relative_to(relative_to)
             lines += [f"**{FIGURE_CAPTIONS[name]}**", "", f"![{FIGURE_CAPTIONS[name]}]({path})", ""]
-    lines += ["## Summary", "", analysis.summary_markdown(report.summary(), report.attack_metrics), "",
+    lines += ["## Summary", "", analysis.summary_markdown(report.summary, report.attack_metrics), "",
               "<details><summary>How the flags are decided</summary>", "", analysis.FLAG_RULES, "</details>", ""]
     lines += _comparisons(report)
     lines += _every_run(report)
@@ -175,6 +179,23 @@ def default_folder(store_uri: str, parent_id: str) -> Path:
 
     db = _sqlite_path(store_uri)
     return (db.parent if db is not None else Path.cwd()) / "reports" / parent_id
+
+
+def publish_after_run(uri: str, parent_id: str) -> Path | None:
+    """The report at the end of a run or a benchmark, beside the store and in the parent's artifacts; the
+    page, or None when it could not be written: that is a warning, never fatal, since the runs are safe
+    in the store and `unlearn report` redoes it."""
+    from .tracking import MlflowStore
+
+    try:
+        store = MlflowStore(uri)
+        parent = store.parent(parent_id)
+        folder = default_folder(uri, parent_id)
+        publish(store, parent, folder, title="Unlearning results", command=parent["tags"].get("command"))
+        return folder / "report.md"
+    except Exception as exc:
+        log.warning("report not written (%s: %s); run `unlearn report %s`", type(exc).__name__, exc, parent_id)
+        return None
 
 
 def publish(store, parent: dict, folder: Path, *, title: str, command: str | None, preamble: str | None = None,

@@ -221,9 +221,10 @@ class MlflowTracker:
     def kill_running_children(self, parent_id: str, cell_hash: str | None = None) -> int:
         """Mark the children still RUNNING under `parent_id` (only those of `cell_hash` if given) KILLED:
         their process is gone. Returns how many."""
-        runs = _all_runs(self.client, self.experiment_id, f"tags.mlflow.parentRunId = '{parent_id}'")
-        orphans = [r for r in runs if r.info.status == RUNNING
-                   and (cell_hash is None or r.data.tags.get("cell_hash") == cell_hash)]
+        where = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
+        if cell_hash is not None:
+            where += f" and tags.cell_hash = '{cell_hash}'"
+        orphans = _all_runs(self.client, self.experiment_id, where)
         for r in orphans:
             self.client.set_tag(r.info.run_id, "end_reason", "its process died")
             self.client.set_terminated(r.info.run_id, status=KILLED)
@@ -252,8 +253,10 @@ def _newest_finished_cells(client, experiment_id: str, hashes: set[str]) -> dict
     """cell hash -> the newest FINISHED child run with that hash in the experiment."""
     if not hashes:
         return {}
-    runs = _all_runs(client, experiment_id, "tags.run_kind = 'child' and attributes.status = 'FINISHED'",
-                     ["attributes.start_time DESC"])
+    where = "tags.run_kind = 'child' and attributes.status = 'FINISHED'"
+    if len(hashes) == 1:  # a worker asking about its next cell: let the store filter, not scan the experiment
+        where += f" and tags.cell_hash = '{next(iter(hashes))}'"
+    runs = _all_runs(client, experiment_id, where, ["attributes.start_time DESC"])
     found: dict = {}
     for r in runs:
         h = r.data.tags.get("cell_hash")
@@ -312,11 +315,11 @@ class MlflowStore:
         by_hash.update(_newest_finished_cells(self.client, experiment_id, missing))
         return [_row(by_hash[h]) for h in planned if h in by_hash]
 
-    def histories(self, run_ids: list[str], prefix: str = "epoch_") -> list[dict]:
-        """Per-epoch values of the metrics starting with `prefix`: {run_id, metric, step, value} rows."""
+    def histories(self, run_ids: list[str], names: list[str]) -> list[dict]:
+        """Every logged step of metrics `names` (a run without one has no rows): {run_id, metric, step,
+        value} rows."""
         out = []
         for run_id in run_ids:
-            names = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(prefix)]
             for name in names:
                 out += [{"run_id": run_id, "metric": name, "step": m.step, "value": m.value}
                         for m in self.client.get_metric_history(run_id, name)]
