@@ -144,15 +144,14 @@ class AttackResult:
 
 
 def model_outputs(model: nn.Module, data: ImageData, split: Split, compute: engine.Compute) -> Outputs:
-    """The evaluation pass: logits and penultimate features (float16) on each split, one forward each."""
-    logits, labels, indices, features = {}, {}, {}, {}
-    for name in SPLIT_NAMES:
-        idx = getattr(split, name)
-        logits[name], features[name] = engine.predict(model, data, idx, compute=compute, features=True)
-        labels[name] = data.labels[idx.to(data.labels.device)].cpu()
-        indices[name] = idx.cpu()
-    has_features = all(f is not None for f in features.values())
-    return Outputs(logits, labels, indices, features if has_features else None)
+    """The evaluation pass: logits and penultimate features (float16) on every split, in one prediction
+    over all their images (a few large batches on a GPU rather than a partial batch per split)."""
+    parts = [getattr(split, name).cpu() for name in SPLIT_NAMES]
+    logits, features = engine.predict(model, data, torch.cat(parts), compute=compute, features=True)
+    sizes = [len(p) for p in parts]
+    own = lambda t: dict(zip(SPLIT_NAMES, (part.clone() for part in t.split(sizes))))  # noqa: E731  (no shared storage)
+    labels = {name: data.labels[idx.to(data.labels.device)].cpu() for name, idx in zip(SPLIT_NAMES, parts)}
+    return Outputs(own(logits), labels, dict(zip(SPLIT_NAMES, parts)), None if features is None else own(features))
 
 
 def utility_metrics(out: Outputs, retrain: Outputs | None = None) -> dict[str, float]:

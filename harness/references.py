@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import engine
+from . import engine, graphs
 from .cache import ModelCache, cache_key
 from .data import ImageData
 from .evaluation import (
@@ -294,7 +294,8 @@ class RetrainClock:
                 engine.iterate(service.data, split.retain, r.batch_size, compute=service.compute, generator=generator,
                                shuffle=True, augment_images=r.augment) for _ in itertools.count())
             self.optimizer = engine.sgd(self.model, r.lr, r.momentum, r.weight_decay)
-            self._steps(service.warmup_steps)  # untimed: first steps pay for allocation and kernel choice
+            # Untimed: first steps pay for allocation and kernel choice, and with CUDA graphs for the recording.
+            self._steps(service.warmup_steps + (graphs.WARMUP_STEPS + 1 if service.compute.capture else 0))
 
     def _rng(self):
         device = self.service.compute.device

@@ -13,7 +13,7 @@ def test_augment_matches_per_sample_crop_and_flip():
     """The batched gather equals padding each image, cropping at its offsets, then flipping."""
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     gen = torch.Generator().manual_seed(5)
-    out = engine.augment(images, gen)
+    out = engine.augment(images, engine.augment_offsets(16, gen))
     gen = torch.Generator().manual_seed(5)
     dy = torch.randint(0, 9, (16, 1), generator=gen)
     dx = torch.randint(0, 9, (16, 1), generator=gen)
