@@ -639,6 +639,25 @@ def _study_report(store, parents: list[dict], output: str | None, head: list[str
     return "\n".join(lines) + "\n"
 
 
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tracking-uri", help="MLflow tracking URI [default: the one `unlearn run` uses].")
+@click.option("--experiment", help="Experiment to import into [default: the one the runs were planned for].")
+def import_command(path, tracking_uri, experiment):
+    """Import runs saved on a machine without MLflow (`benchmarks/profile_run.py --save FILE`, the GPU
+    check) into the MLflow store, then `unlearn report` and `unlearn ui` work on them as on any run."""
+    from .tracking import default_tracking_uri, import_runs
+
+    uri = default_tracking_uri(tracking_uri)
+    try:
+        parents = import_runs(path, uri, experiment)
+    except (ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for run_id in parents:
+        click.echo(run_id)
+    click.echo(f"imported {path} into {uri}; report: unlearn report {' '.join(parents)}", err=True)
+
+
 @main.command()
 @click.argument("run_id")
 @click.option("--tracking-uri", help="MLflow tracking URI [default: the one `unlearn run` uses].")

@@ -355,6 +355,9 @@ def _row(r) -> dict:
 
 
 # -- in memory -------------------------------------------------------------------------------------------
+SAVED_RUNS_FORMAT = "unlearning-harness runs 1"  # what `MemoryTracker.save` writes and `import_runs` reads
+
+
 @dataclass
 class MemoryRun:
     name: str
@@ -362,8 +365,11 @@ class MemoryRun:
     params: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)  # name -> list of (step, value)
     artifacts: dict = field(default_factory=dict)
+    files: set = field(default_factory=set)  # artifacts that are figures or local files, not content
     status: str = RUNNING
     run_id: str = ""
+    start_time: int = field(default_factory=lambda: int(time.time() * 1000))  # ms, as MLflow keeps them
+    end_time: int | None = None
 
     def log_params(self, params: dict) -> None:
         self.params.update(_flat(params))
@@ -383,25 +389,46 @@ class MemoryRun:
 
     def log_figure(self, figure, path):
         self.artifacts[path] = "figure"
+        self.files.add(path)
 
     def log_artifact(self, local_path, artifact_path=None):
-        self.artifacts[f"{artifact_path or ''}/{Path(local_path).name}"] = str(local_path)
+        path = f"{artifact_path or ''}/{Path(local_path).name}"
+        self.artifacts[path] = str(local_path)
+        self.files.add(path)
 
     def location(self, path: str) -> str:
         return f"memory run {self.run_id}: {path}"
 
     def end(self, status: str) -> None:
         self.status = status
+        self.end_time = int(time.time() * 1000)
 
     def last(self, metric: str) -> float:
         return self.metrics[metric][-1][1]
 
 
 class MemoryTracker:
-    """Keeps runs in memory: for the Python API, tests and machines without a tracking store."""
+    """Keeps runs in memory: for the Python API, tests and machines without a tracking store. `save` writes
+    them to a file that `import_runs` (`unlearn import`) replays into MLflow, so a run on a machine without
+    MLflow (an air-gapped GPU box) can still be browsed and reported on."""
 
     def __init__(self):
         self.runs: list[MemoryRun] = []
+
+    def save(self, path: str | os.PathLike, experiment: str) -> Path:
+        """Every run as JSON (params, metric histories, tags, JSON and text artifacts, times, statuses);
+        figures and files are left out: reports draw their own figures from the metrics."""
+        runs = [{"run_id": r.run_id, "name": r.name, "tags": r.tags, "params": r.params, "status": r.status,
+                 "start_time": r.start_time, "end_time": r.end_time,
+                 "metrics": {k: [list(p) for p in v] for k, v in r.metrics.items()},
+                 "artifacts": {k: v for k, v in r.artifacts.items() if k not in r.files}}
+                for r in self.runs]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(json.dumps({"format": SAVED_RUNS_FORMAT, "experiment": experiment, "runs": runs}))
+        tmp.replace(path)  # never a half-written file under the final name
+        return path
 
     def _new(self, name: str, tags: dict) -> MemoryRun:
         run = MemoryRun(name=name, tags={k: str(v) for k, v in tags.items() if v is not None}, run_id=str(len(self.runs)))
@@ -443,3 +470,53 @@ class MemoryTracker:
     def finished_children(self, parent_id: str) -> list[dict]:
         return [{"tags": r.tags, "metrics": {k: v[-1][1] for k, v in r.metrics.items()}, "run_id": r.run_id}
                 for r in self.runs if r.tags.get("mlflow.parentRunId") == parent_id and r.status == FINISHED]
+
+
+def import_runs(path: str | os.PathLike, uri: str | None = None, experiment: str | None = None) -> list[str]:
+    """Replay runs saved by `MemoryTracker.save` into the MLflow store at `uri` (their experiment unless
+    `experiment`); returns the new ids of the parent runs. Times, steps, statuses and the parent/child
+    links are kept; each run is tagged `imported_from` with the file's hash, and a file already imported
+    into that experiment is refused, so importing twice does not double the cells."""
+    import hashlib
+
+    from mlflow.entities import Metric, Param
+
+    raw = Path(path).read_bytes()
+    try:
+        saved = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"{path} is not a saved-runs file (not JSON)") from None
+    if not isinstance(saved, dict) or saved.get("format") != SAVED_RUNS_FORMAT:
+        raise ValueError(f"{path} is not a saved-runs file of this harness (expected format {SAVED_RUNS_FORMAT!r})")
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    tracker = MlflowTracker(uri, experiment or saved["experiment"])
+    client = tracker.client
+    done = _all_runs(client, tracker.experiment_id, f"tags.imported_from = '{digest}'")
+    if done:
+        raise ValueError(f"{path} was already imported into experiment {tracker.experiment!r} "
+                         f"(run {done[0].info.run_id})")
+    ids: dict[str, str] = {}
+    parents = []
+    for run in sorted(saved["runs"], key=lambda r: "mlflow.parentRunId" in r["tags"]):  # parents first
+        tags = dict(run["tags"], imported_from=digest)
+        if "mlflow.parentRunId" in tags:
+            tags["mlflow.parentRunId"] = ids[tags["mlflow.parentRunId"]]
+        created = client.create_run(tracker.experiment_id, start_time=run["start_time"], tags=tags,
+                                    run_name=run["name"])
+        run_id = ids[run["run_id"]] = created.info.run_id
+        if "mlflow.parentRunId" not in tags:
+            parents.append(run_id)
+        params = [Param(k, v) for k, v in run["params"].items()]
+        metrics = [Metric(k, float(v), run["start_time"], int(step)) for k, points in run["metrics"].items()
+                   for step, v in points]
+        for i in range(0, len(params), 100):  # MLflow's batch limits: 100 params, 1000 metrics
+            client.log_batch(run_id, params=params[i:i + 100])
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        for name, content in run["artifacts"].items():
+            if isinstance(content, str):
+                client.log_text(run_id, content, name)
+            else:
+                client.log_dict(run_id, content, name)
+        client.set_terminated(run_id, status=run["status"], end_time=run["end_time"])
+    return parents
