@@ -14,8 +14,6 @@ import argparse
 import dataclasses
 import logging
 
-import torch
-
 from harness import engine
 from harness.cache import ModelCache
 from harness.data import cache_dir, load_cifar10
@@ -58,15 +56,16 @@ def main():
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--recipe", action="append", default=None, help="overrides, e.g. lr=0.05,warmup_epochs=2")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--data-dir", default=None, help="local CIFAR-10 copy [env: HARNESS_DATA_DIR]")
     args = ap.parse_args()
     host, profile = default_host(), PROFILES[args.profile]
     device = engine.resolve_device(args.device)
-    data = load_cifar10().to(device)
+    data = load_cifar10(args.data_dir).to(device)
     split = make_split(data, profile, host.scenarios.get("random"), 0)
     factory = lambda: host.models.get("resnet18").fn(data.num_classes)  # noqa: E731
     cache = ModelCache(cache_dir() / "models")
     print(f"profile {profile.name}: {len(split.train)} training images; device {engine.device_name(device)}")
-    header = f"{'recipe':<34} {'precision':<9} {'seed':>4} {'train acc':>9} {'valid acc':>9} {'F/V':>5} " \
+    header = f"{'recipe':<34} {'precision':<9} {'seed':>4} {'train acc':>9} {'valid acc':>9} {'test acc':>8} {'F/V':>5} " \
              f"{'last loss':>9} {'largest rise':>13} {'late rise':>10} {'train s':>8} {'img/s':>7}"
     print(header)
     verdicts = []
@@ -89,7 +88,8 @@ def main():
                 rate = len(split.train) * recipe.epochs / seconds
                 cached = " (cached)" if trained.meta["cached"] else ""
                 ratio = out.accuracy("forget") / out.accuracy("validation")
-                print(f"{label:<34} {precision:<9} {seed:>4} {train_acc:>9.3f} {out.accuracy('validation'):>9.3f} {ratio:>5.2f} "
+                print(f"{label:<34} {precision:<9} {seed:>4} {train_acc:>9.3f} {out.accuracy('validation'):>9.3f} "
+                      f"{out.accuracy('test'):>8.3f} {ratio:>5.2f} "
                       f"{losses[-1]:>9.4f} {rise:>8.3f} @{at:<3} {late:>5.3f} @{late_at:<2} {seconds:>8.1f} {rate:>7.0f}{cached}",
                       flush=True)
                 worst["acc"] = min(worst["acc"], train_acc)
@@ -104,5 +104,4 @@ def main():
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    torch.backends.cudnn.benchmark = True
     main()
