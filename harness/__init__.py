@@ -11,7 +11,7 @@ from .metrics import Metric
 from .params import Choice, Float, Int, ParamError, sgd_options, sgd_space
 from .splits import Pool
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __api_version__ = 3
 __all__ = ["hookimpl", "Int", "Float", "Choice", "ParamError", "Metric", "sgd_space", "sgd_options",
            "Context", "UnlearningData", "AttackInput", "AttackResult", "PrepareInput", "Outputs", "ReferenceOutputs",

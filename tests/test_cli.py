@@ -3,7 +3,7 @@ store, experiment or run exists; failures exit 1 and say where to look."""
 import pytest
 from click.testing import CliRunner
 
-from harness import hookimpl
+from harness import __version__, hookimpl
 from harness.cli import main
 from harness.host import discover
 
@@ -96,7 +96,7 @@ def test_plugins_lists_components_with_their_distribution_and_metrics():
     for line in ("methods:", "attacks:", "scenarios:", "models:"):
         assert line in result.output
     simple = next(line for line in result.output.splitlines() if line.strip().startswith("simple "))
-    assert "unlearning-harness 0.2.0" in simple and "epochs=5" in simple
+    assert f"unlearning-harness {__version__}" in simple and "epochs=5" in simple
     lines = result.output.splitlines()
     mia = next(i for i, line in enumerate(lines) if line.strip().startswith("mia "))
     assert "variant=paper" in lines[mia] and "auc (0.5)" in lines[mia + 1] and "signed_auc (0.5, CI)" in lines[mia + 1]

@@ -3,7 +3,7 @@ import types
 
 import pytest
 
-from harness import Int, Metric, hookimpl
+from harness import Int, Metric, __version__, hookimpl
 from harness.host import Host, discover
 from harness.registry import DuplicateComponent, UnknownComponent
 
@@ -25,7 +25,7 @@ def test_builtins_are_loaded_through_entry_points():
     assert {"simple", "rotate"} <= set(host.methods.names())
     assert "mia" in host.attacks and "random" in host.scenarios and "resnet18" in host.models
     builtins = [c for c in host.methods if c.name != "noisy-finetune"]  # that one is the example plugin's
-    assert builtins and all(c.source.startswith("unlearning-harness 0.2.0 (") for c in builtins)
+    assert builtins and all(c.source.startswith(f"unlearning-harness {__version__} (") for c in builtins)
     assert host.methods.get("noisy-finetune").source == "harness-example-plugin 0.1.0 (example)"
 
 
