@@ -66,7 +66,7 @@ class StepRunner:
         self._captures_this_epoch = 0
         self._state: Callable[[], tuple] = tuple
         self._graph_state: tuple = ()
-        self._side: Any = None  # the warm-up stream (CUDA)
+        self._side: Any = None  # the stream of warm-up steps and recordings (CUDA)
 
     def start_epoch(self, state: Callable[[], tuple] = tuple) -> None:
         """Zero the sums. `state()` identifies the storage the step works on (parameters, buffers, optimiser
@@ -170,9 +170,20 @@ class StepRunner:
     def _capture(self, step: Step, static: tuple):
         if self.emulate:
             return functools.partial(step, self.loss_sum, self.correct, *static)
+        # What `with torch.cuda.graph(g)` does, without its gc.collect() and empty_cache(): those cost tenths
+        # of a second in a process holding MLflow and pandas, once per recording (one per epoch here).
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step(self.loss_sum, self.correct, *static)
+        torch.cuda.synchronize(self.device)
+        if self._side is None:
+            self._side = torch.cuda.Stream(self.device)
+        self._side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._side):
+            graph.capture_begin()
+            try:
+                step(self.loss_sum, self.correct, *static)
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream(self.device).wait_stream(self._side)
         return graph
 
     def _replay(self) -> None:
