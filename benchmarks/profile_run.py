@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -38,7 +39,15 @@ def main():
     start = time.perf_counter()
     tracker = MemoryTracker()
     runner = Runner(p, tracker)
-    result = runner.run()
+    signal.signal(signal.SIGTERM, _interrupt)  # a time limit (`timeout`) ends the run like Ctrl-C
+    try:
+        result = runner.run()
+    except KeyboardInterrupt:  # keep what finished: the cells, and the parent marked KILLED
+        done = sum(r.status == "FINISHED" and "cell_hash" in r.tags for r in tracker.runs)
+        print(f"interrupted after {time.perf_counter() - start:.0f} s with {done} finished cell(s)")
+        if args.save:
+            print(f"saved runs for `unlearn import`: {tracker.save(args.save, p.experiment)}")
+        return 1
     total = time.perf_counter() - start
     if args.save:
         print(f"saved runs for `unlearn import`: {tracker.save(args.save, p.experiment)}")
@@ -70,6 +79,10 @@ def main():
         result.frame().to_csv(out_dir / f"results-{p.profile.name}.csv", index=False)
         summary.to_csv(out_dir / f"summary-{p.profile.name}.csv")
     return 1 if result.failures else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
