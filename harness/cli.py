@@ -705,6 +705,7 @@ def dashboard(storage, port, host):
     import shutil
     from pathlib import Path
 
+    from . import serve
     from .tuning.storage import StorageError, resolve_storage
 
     if storage is None:
@@ -718,8 +719,12 @@ def dashboard(storage, port, host):
     except StorageError as exc:
         raise click.UsageError(str(exc)) from None
     exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
+    warning = serve.exposure_warning(host, port, "every study")
+    if warning:
+        click.echo(warning, err=True)
     click.echo(f"optuna-dashboard on http://{host}:{port} for {storage}", err=True)
-    os.execv(exe, [exe, *target, "--host", host, "--port", str(port)])  # its signals, its exit status
+    argv = serve.supervised([exe, *target, "--host", host, "--port", str(port)])
+    os.execv(argv[0], argv)  # a small supervisor replaces `unlearn`; stopping it stops the whole server
 
 
 @main.command()
@@ -731,10 +736,14 @@ def ui(tracking_uri, port, host, open_browser):
     """Start the MLflow UI on the harness's tracking store; print each benchmark's comparison view."""
     import subprocess
 
+    from . import serve
     from .mlflow_view import view_urls
     from .tracking import MlflowStore, artifact_root_for, default_tracking_uri
 
     uri = default_tracking_uri(tracking_uri)
+    warning = serve.exposure_warning(host, port, "every run, model and experiment in the store")
+    if warning:
+        click.echo(warning, err=True)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     try:
         urls = view_urls(MlflowStore(uri).client, f"http://{shown}:{port}")
@@ -749,7 +758,8 @@ def ui(tracking_uri, port, host, open_browser):
     if root:
         cmd += ["--default-artifact-root", root]
     click.echo(f"MLflow UI on http://{host}:{port} for {uri}", err=True)
-    os.execv(cmd[0], cmd)  # the server gets Ctrl-C and termination signals directly
+    argv = serve.supervised(cmd)
+    os.execv(argv[0], argv)  # a small supervisor replaces `unlearn`; stopping it stops every server process
 
 
 if __name__ == "__main__":

@@ -149,7 +149,8 @@ def test_ui_serves_the_same_store_on_loopback(monkeypatch, tmp_path):
     result = invoke("ui", "--port", "5055")
     assert result.exit_code == 0, result.output
     cmd = calls[0]
-    assert cmd[1:4] == ["-m", "mlflow", "ui"]
+    assert cmd[1] == "-I" and cmd[2].endswith("harness/serve.py")  # `unlearn` execs into its supervisor
+    assert cmd[4:7] == ["-m", "mlflow", "ui"]
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlruns' / 'mlflow.db'}"
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5055"
     assert cmd[cmd.index("--default-artifact-root") + 1] == (tmp_path.resolve() / "mlruns" / "artifacts").as_uri()
