@@ -196,7 +196,8 @@ def run(config_file, **opts):
 @click.option("--cache-dir", type=click.Path(), help="This machine's model cache [env: HARNESS_CACHE_DIR]; a folder "
               "shared by the workers trains each reference model once.")
 @click.option("--device", help="cpu, cuda, cuda:1 (default: cuda when available).")
-@click.option("--tracking-uri", help="MLflow store (default: the one the benchmark was published with).")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+              help="MLflow store [env: MLFLOW_TRACKING_URI; default: the one the benchmark was published with].")
 @click.option("--heartbeat", default=10, show_default=True, type=int,
               help="Seconds between heartbeats (a silent worker's cell is queued again after 3).")
 @click.option("--wait", default=300, show_default=True, type=float,

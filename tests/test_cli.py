@@ -308,3 +308,21 @@ def test_a_worker_for_a_benchmark_nobody_published_says_so(tmp_path, monkeypatch
     result = invoke("worker", "--benchmark", "nope", "--storage", f"journal:{tmp_path / 'q.log'}", "--wait", "0")
     assert result.exit_code == 1 and "no benchmark named 'nope'" in result.output
     assert "unlearn run --benchmark nope" in result.output and "Traceback" not in result.output
+
+
+def test_a_worker_takes_its_store_from_mlflow_tracking_uri(tmp_path, monkeypatch):
+    """Like every other command: a worker behind a tunnel sets MLFLOW_TRACKING_URI, not the publisher's URL."""
+    seen = []
+
+    def join(name, handle, local, **kwargs):
+        seen.append(local.tracking_uri)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("harness.distributed.join", join)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    invoke("worker", "--benchmark", "b", "--storage", f"journal:{tmp_path / 'q.log'}")
+    invoke("worker", "--benchmark", "b", "--storage", f"journal:{tmp_path / 'q.log'}", "--tracking-uri", "http://x:1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    invoke("worker", "--benchmark", "b", "--storage", f"journal:{tmp_path / 'q.log'}")
+    assert seen == ["http://127.0.0.1:5999", "http://x:1", None]  # None: the one published
