@@ -5,17 +5,11 @@
 #   .gpu/prev/   the harness of the commit to compare with, for the side-by-side figures
 #
 #   bash benchmarks/gpu_prepare.sh [BASE]
-# BASE defaults to the commit before the newest change to the training engine (harness/engine.py or
-# harness/graphs.py), so the figures compare the engine with its previous version.
+# BASE: the commit to compare with, HEAD~1 by default (any revision git knows: a tag, a hash).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SHARED="${SHARED:-../shared/data}"
-if [ $# -ge 1 ]; then
-    BASE="$1"
-else
-    BASE="$(git log -n 1 --format=%H -- harness/engine.py harness/graphs.py)~1"
-fi
-BASE="$(git rev-parse --short "$BASE")"
+BASE="$(git rev-parse --short "${1:-HEAD~1}")"
 rm -rf .gpu
 mkdir -p .gpu/data .gpu/prev
 cp "$SHARED/cifar10-jpeg.npz" "$SHARED/decode_cifar10_jpeg.py" .gpu/data/
