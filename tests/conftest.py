@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -89,19 +90,47 @@ def npz_dir(tmp_path_factory) -> Path:
 def data_dir(tmp_path_factory) -> Path:
     """A small slice of the real CIFAR-10 copy in $HARNESS_DATA_DIR (integration tests only): its first
     1000 training images and every tenth test image (the test images are sorted by class), as the
-    same `cifar10.npz` format, so each `unlearn` subprocess loads it in a moment."""
-    from harness.data import load_cifar10
-
+    same `cifar10.npz` format, so each `unlearn` subprocess loads it in a moment. A `cifar10.npz` there is
+    sliced as it is (the harness's loader would first fingerprint all 60k images); other formats go
+    through the loader."""
     path = os.environ.get("HARNESS_DATA_DIR")
     if not path or not Path(path).exists():
         pytest.fail("integration tests need HARNESS_DATA_DIR pointing at a CIFAR-10 copy (see README)")
+    out = tmp_path_factory.mktemp("cifar-slice")
+    if (Path(path) / "cifar10.npz").is_file():
+        with np.load(Path(path) / "cifar10.npz", allow_pickle=False) as npz:
+            np.savez(out / "cifar10.npz", x_train=npz["x_train"][:1000], y_train=npz["y_train"][:1000],
+                     x_test=npz["x_test"][::10], y_test=npz["y_test"][::10])
+        return out
+    from harness.data import load_cifar10
+
     data = load_cifar10(path)
     images = data.images.permute(0, 2, 3, 1).numpy()
     test = np.arange(data.n_train, len(data.labels), 10)
-    out = tmp_path_factory.mktemp("cifar-slice")
     np.savez(out / "cifar10.npz", x_train=images[:1000], y_train=data.labels[:1000].numpy(),
              x_test=images[test], y_test=data.labels[test].numpy())
     return out
+
+
+@pytest.fixture(scope="session")
+def sqlite_store(tmp_path_factory):
+    """`sqlite_store(path)` puts an empty MLflow SQLite store at `path` and returns its URI: a copy of one
+    whose schema was migrated once for the session (MLflow's first use of a new database runs its alembic
+    migrations, about a second each time). Tests of that first use (several processes creating one store
+    at once) start from no file instead."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    template = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    # migrates the schema and adds the Default experiment (its artifacts in the template's folder, unused)
+    SqlAlchemyStore(f"sqlite:///{template}", (template.parent / "artifacts").as_uri()).engine.dispose()
+
+    def make(path: Path) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert not path.exists(), f"{path} exists already"
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
+
+    return make
 
 
 def method_inputs(data: ImageData, original, factory, seed: int = 0, on_epoch=None):

@@ -20,7 +20,7 @@ from .test_integration import UNLEARN, env_for
 
 pytestmark = pytest.mark.integration
 BENCH = ["--profile", "smoke", "--model", "tiny-cnn", "--seeds", "0,1", "--methods", "simple,noisy-finetune",
-         "--param", "simple.epochs=1", "--param", "noisy-finetune.epochs=2", "--param", "noisy-finetune.pause=2",
+         "--param", "simple.epochs=1", "--param", "noisy-finetune.epochs=2", "--param", "noisy-finetune.pause=0.75",
          "--attacks", "mia", "--quiet", "--heartbeat", "1"]
 
 
@@ -29,12 +29,12 @@ def start(args, env, cwd, host):
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(predicate, what, timeout=180):
+def wait_for(predicate, what, timeout=180, poll=0.3):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if found := predicate():
             return found
-        time.sleep(0.3)
+        time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -43,24 +43,36 @@ def test_two_workers_one_killed_mid_cell_every_cell_done_once(tmp_path, data_dir
     queue = create_database(postgres_url, f"queue_{tag}")
     store = create_database(postgres_url, f"mlflow_{tag}")
     env = {**env_for(tmp_path, data_dir), "MLFLOW_TRACKING_URI": store}
-    publisher = start(["run", *BENCH, "--benchmark", "b", "--storage", queue], env, tmp_path, "machine-a")
-    wait_for(lambda: "b" in [s.study_name for s in optuna.get_all_study_summaries(queue)]
-             and optuna.load_study(study_name="b", storage=queue).user_attrs.get("kind"), "the benchmark")
-    workers = {"machine-a": publisher,
+    # the worker starts with the publisher and waits for the benchmark to appear (its --wait)
+    workers = {"machine-a": start(["run", *BENCH, "--benchmark", "b", "--storage", queue], env, tmp_path, "machine-a"),
                "machine-b": start(["worker", "--benchmark", "b", "--storage", queue, "--heartbeat", "1", "--quiet"],
                                   env, tmp_path, "machine-b")}
-    study = optuna.load_study(study_name="b", storage=queue)
 
-    def worker_mid_slow_cell():
-        """The host of a worker in a slow cell: whichever worker took one (which does is a race)."""
+    def alive():
         for host, proc in workers.items():
             if proc.poll() is not None:
                 raise AssertionError(f"{host} ended before anything was killed:\n{proc.stdout.read()[-3000:]}")
-        return next((t.user_attrs["worker"].split(":")[0] for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                     if t.user_attrs.get("method") == "noisy-finetune" and "worker" in t.user_attrs), None)
+        return True
 
-    victim = wait_for(worker_mid_slow_cell, "a worker to start a slow cell")
-    time.sleep(1.5)  # inside the cell's pause
+    wait_for(lambda: alive() and "b" in [s.study_name for s in optuna.get_all_study_summaries(queue)]
+             and optuna.load_study(study_name="b", storage=queue).user_attrs.get("kind"), "the benchmark")
+    study = optuna.load_study(study_name="b", storage=queue)
+    client = mlflow.MlflowClient(store)
+
+    def worker_mid_slow_cell():
+        """The host of a worker inside a slow cell (its MLflow run started, its pauses under way): whichever
+        worker took one (which does is a race)."""
+        alive()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("method") == "noisy-finetune" and "worker" in t.user_attrs:
+                runs = client.search_runs(
+                    [e.experiment_id for e in client.search_experiments()],
+                    f"tags.cell_hash = '{t.user_attrs['cell_hash']}' and attributes.status = 'RUNNING'")
+                if runs:
+                    return t.user_attrs["worker"].split(":")[0]
+        return None
+
+    victim = wait_for(worker_mid_slow_cell, "a worker to start a slow cell", poll=0.05)
     workers[victim].send_signal(signal.SIGKILL)
     workers[victim].wait(timeout=30)
     survivor = next(proc for host, proc in workers.items() if host != victim)

@@ -66,6 +66,20 @@ def host():
     return discover(extra_plugins=[("test-plugin", TestPlugin())])
 
 
+@pytest.fixture(autouse=True)
+def small_forget_grids(request, monkeypatch):
+    """Each new parent draws its splits' forget images: 32 matplotlib axes per split, most of a smoke run's
+    time on the CPU. These tests are about other things (a plotting error is only a warning to the runner),
+    so the grid shows the first image only, through the same code; test_run_logs_... keeps the full one."""
+    if request.node.name.startswith("test_run_logs_parent_children"):
+        return
+    import functools
+
+    import harness.report
+
+    monkeypatch.setattr(harness.report, "forget_grid", functools.partial(harness.report.forget_grid, limit=1))
+
+
 def config(npz_dir, cache, **kw):
     base = dict(methods=["simple"], profile="smoke", model="tiny-cnn", data_dir=str(npz_dir), cache_dir=str(cache),
                 show_progress=False, method_params={"simple": {"epochs": 2}}, attacks=["mia"])
@@ -86,6 +100,7 @@ def test_run_logs_parent_children_params_curves_and_metrics(npz_dir, tmp_path, h
     parent = tracker.runs[0]
     assert parent.status == FINISHED and parent.tags["run_kind"] == "parent"
     assert {"results.json", "config.json", "cells.json"} <= set(parent.artifacts)
+    assert {"forget_examples/random-seed0.png", "forget_examples/random-seed1.png"} <= set(parent.artifacts)
     assert [c["method"] for c in parent.artifacts["cells.json"]] == ["original", "retrain", "simple"] * 2
     assert parent.artifacts["config.json"]["metrics"]["mia"]["auc"]["target"] == 0.5  # declarations travel with the run
     names = sorted(r.name for r in children(tracker))
@@ -197,12 +212,12 @@ def test_interrupt_marks_killed_and_resume_skips_finished_cells(npz_dir, tmp_pat
     assert len(result.rows) == 8  # 4 per seed, the reused ones included
 
 
-def test_resume_against_a_real_mlflow_sqlite_store(npz_dir, tmp_path, host):
+def test_resume_against_a_real_mlflow_sqlite_store(npz_dir, tmp_path, host, sqlite_store):
     """The same interruption and resume, through MLflow: one parent, each cell FINISHED once, results
     rewritten (not appended) and the report's rows read back from the store."""
     from harness.tracking import MlflowStore, MlflowTracker
 
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path / "store" / "mlflow.db")
     cfg = config(npz_dir, tmp_path, methods=["simple", "interruptible"], tracking_uri=uri)
     STATE["interrupt"] = True
     try:
@@ -251,14 +266,14 @@ def test_resume_refuses_a_run_whose_owner_is_alive_and_adopts_a_dead_one(npz_dir
     assert not owner_alive({"owner": "elsewhere:1", "heartbeat": "100"}, now=100 + 10_000)
 
 
-def test_rerun_skips_cells_finished_under_any_parent_and_rerun_forces(npz_dir, tmp_path, host):
+def test_rerun_skips_cells_finished_under_any_parent_and_rerun_forces(npz_dir, tmp_path, host, sqlite_store):
     """Cells are found by hash in the experiment, not through 'the newest parent': the same command again
     runs nothing, a larger benchmark runs only its new cells, and --rerun runs everything again."""
     from collections import Counter
 
     from harness.tracking import MlflowStore, MlflowTracker
 
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path / "store" / "mlflow.db")
     small = config(npz_dir, tmp_path, methods=["simple"], tracking_uri=uri)
     first = run(small, host, MlflowTracker(uri, "cells"))
     again = run(small, host, MlflowTracker(uri, "cells"))

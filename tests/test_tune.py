@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import optuna
@@ -19,7 +21,7 @@ from harness.params import Int
 from harness.tracking import MemoryTracker
 from harness.tuning import TuneConfig, tune
 
-from .test_integration import env_for, unlearn
+from .test_integration import cli_in_process, in_process
 
 pytestmark = pytest.mark.integration
 # Smoke trials are timed against a 1-epoch retrain: a budget that every trial meets.
@@ -36,22 +38,27 @@ def study_trials(tmp: Path, name: str = "noisy-finetune-random-smoke"):
 
 def cli(*args) -> str:
     """`unlearn ARGS` in this process (the environment and folder set by the caller); its output."""
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    with mock.patch.object(sys, "argv", ["unlearn", *args]):  # as the console script would see it
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output[-3000:]
     return result.output
 
 
-def test_a_study_end_to_end_then_its_export_runs(tmp_path, data_dir, monkeypatch):
-    env = env_for(tmp_path, data_dir)
-    for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR", "MLFLOW_TRACKING_URI"):
-        monkeypatch.setenv(key, env[key])
-    monkeypatch.chdir(tmp_path)
-    # two local workers share the study through a journal file; the launcher then judges and exports
-    args = [*TUNE, "--trials", "3", "--holdout-seeds", "1", "--export", "best.toml", "--workers", "2"]
-    proc = unlearn(*args, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "verdict:" in proc.stdout and proc.stderr.count(" COMPLETE: ") == 3  # one line per trial
-    assert re.search(r"2 workers with \d+ torch thread\(s\) each", proc.stderr)
+def test_a_study_end_to_end_then_its_export_runs(tmp_path, data_dir, monkeypatch, sqlite_store, capfd, caplog):
+    env = in_process(monkeypatch, tmp_path, data_dir)
+    sqlite_store(tmp_path / "mlruns" / "mlflow.db")
+    # two local workers share the study through a journal file: this process (the launcher, through
+    # CliRunner) and a worker process it starts; the launcher then judges and exports. The space file keeps
+    # the sampled epochs at 1-2 (declared: 1-20), so no trial or held-out run trains long.
+    (tmp_path / "space.toml").write_text("[noisy-finetune]\nepochs = {low = 1, high = 2}\n")
+    args = [*TUNE, "--trials", "3", "--holdout-seeds", "1", "--export", "best.toml", "--workers", "2",
+            "--space", "space.toml"]
+    with caplog.at_level("INFO", logger="harness"):
+        proc = cli_in_process(monkeypatch, *args)
+    assert proc.exit_code == 0, proc.stderr[-3000:]
+    worker_err = capfd.readouterr().err  # the worker process writes its trials' lines to the inherited stderr
+    assert "verdict:" in proc.stdout and (proc.stderr + worker_err).count(" COMPLETE: ") == 3  # one line per trial
+    assert re.search(r"2 workers with \d+ torch thread\(s\) each", caplog.text)
 
     trials = study_trials(tmp_path)
     assert len({t.user_attrs["worker"] for t in trials}) <= 2

@@ -42,8 +42,10 @@ def children(env, parent_id):
     return runs[runs["tags.mlflow.parentRunId"] == parent_id]
 
 
-def test_workers_share_a_study_and_one_killed_mid_trial_loses_nothing(tmp_path, data_dir, postgres_url):
+def test_workers_share_a_study_and_one_killed_mid_trial_loses_nothing(tmp_path, data_dir, postgres_url,
+                                                                     sqlite_store):
     env = env_for(tmp_path, data_dir)
+    sqlite_store(tmp_path / "mlruns" / "mlflow.db")
     MlflowTracker(env["MLFLOW_TRACKING_URI"], "tuning-random")  # one MLflow store, made before the workers start
     space = tmp_path / "space.toml"
     space.write_text("[noisy-finetune]\npause = 0.5\nepochs = 2\n")  # slow enough to be caught mid-trial
@@ -51,11 +53,12 @@ def test_workers_share_a_study_and_one_killed_mid_trial_loses_nothing(tmp_path, 
     # three "machines" start together on one study of 4 trials; c is killed while it runs a trial
     workers = {k: start_worker(tmp_path, env, postgres_url, "shared", 4, f"machine-{k}", "--space", str(space))
                for k in "abc"}
-    deadline, victim = time.monotonic() + 90, None
+    deadline, victim, storage = time.monotonic() + 90, None, None
     while victim is None and time.monotonic() < deadline:
         time.sleep(0.1)
+        storage = storage or optuna.storages.RDBStorage(postgres_url)  # one connection pool: a poll is one query
         try:
-            running = optuna.load_study(study_name="shared", storage=postgres_url).get_trials(
+            running = optuna.load_study(study_name="shared", storage=storage).get_trials(
                 states=(optuna.trial.TrialState.RUNNING,))
         except KeyError:  # the study is not created yet
             continue
