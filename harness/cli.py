@@ -362,7 +362,7 @@ def _with_config_file(path: str, opts: dict) -> dict:
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), help="TOML narrowing or fixing the space.")
 @click.option("--export", type=click.Path(dir_okay=False), help="Write the recommended configuration (TOML for "
               "`unlearn run --config`).")
-@click.option("--sampler-seed", default=0, show_default=True, type=int, help="TPE sampler seed (one worker).")
+@click.option("--sampler-seed", default=0, show_default=True, type=int, help="TPE sampler seed: exact for a study with one process on a file storage; varied per process (host and pid) where several share it.")
 @click.option("--heartbeat", default=10, show_default=True, type=int,
               help="Seconds between a trial's heartbeats on an RDB storage; a trial silent for 3 beats is retried.")
 @click.option("--experiment", help="MLflow experiment (default: tuning-<scenario>).")

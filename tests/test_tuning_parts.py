@@ -222,3 +222,17 @@ def test_dashboard_serves_a_journal_study_on_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_processes_sharing_a_study_draw_different_start_up_points(monkeypatch):
+    """Seen on PostgreSQL: two machines, each `--workers 1`, both seeded 0, sampled the same first trials."""
+    from harness.tuning.study import sampler_seed
+
+    monkeypatch.delenv("HARNESS_TUNE_WORKER", raising=False)
+    assert sampler_seed(7, 1, "sqlite") == sampler_seed(7, 1, "journal") == 7  # the study's only process
+    shared = sampler_seed(7, 1, "rdb")
+    assert shared != 7 and sampler_seed(7, 2, "sqlite") != 7
+    monkeypatch.setattr("socket.gethostname", lambda: "other-machine")  # same pid, another container
+    assert sampler_seed(7, 1, "rdb") != shared
+    monkeypatch.setenv("HARNESS_TUNE_WORKER", "1")
+    assert sampler_seed(7, 1, "sqlite") != 7

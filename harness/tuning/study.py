@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,17 @@ from .storage import (StorageError, StudyStorage, fail_dead_local_trials, fail_s
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
+
+
+def sampler_seed(base: int, workers: int, storage_kind: str) -> int:
+    """The TPE seed of this process. Processes sharing a study must not draw the same random start-up
+    points, so the seed is varied by process unless this is the study's only process: one launcher with
+    `--workers 1` on a SQLite or journal file. A PostgreSQL study may be joined from other machines at any
+    time, and pids repeat across machines and containers (each compose worker may be pid 7), so the
+    host name is part of it."""
+    if workers == 1 and not os.environ.get("HARNESS_TUNE_WORKER") and storage_kind != "rdb":
+        return base
+    return base + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
 
 
 @dataclass
@@ -251,9 +264,7 @@ class Tuner:
     def _sampler(self):
         import optuna
 
-        # Workers must not draw the same random start-up points: the seed is varied by process.
-        seed = self.cfg.sampler_seed if self.cfg.workers == 1 and not os.environ.get("HARNESS_TUNE_WORKER") \
-            else self.cfg.sampler_seed + os.getpid()
+        seed = sampler_seed(self.cfg.sampler_seed, self.cfg.workers, self.storage.kind)
         # Optuna's 10 random start-up trials would be half of a 20-trial study: a quarter (3 to 10) of them
         # leaves the model-guided search most of the budget.
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, self.cfg.trials // 4)))
