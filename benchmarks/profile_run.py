@@ -43,14 +43,14 @@ def main():
     try:
         result = runner.run()
     except KeyboardInterrupt:  # keep what finished: the cells, and the parent marked KILLED
+        result = None
         done = sum(r.status == "FINISHED" and "cell_hash" in r.tags for r in tracker.runs)
         print(f"interrupted after {time.perf_counter() - start:.0f} s with {done} finished cell(s)")
-        if args.save:
-            print(f"saved runs for `unlearn import`: {tracker.save(args.save, p.experiment)}")
-        return 1
     total = time.perf_counter() - start
     if args.save:
         print(f"saved runs for `unlearn import`: {tracker.save(args.save, p.experiment)}")
+    if result is None:
+        return 1
     summary = result.summary()
     print(f"profile {p.profile.name} on {runner.references.device_name} ({p.profile.precision}, "
           f"CUDA graphs {'on' if p.compute.capture else 'off'}); seeds {cfg.seeds}; "

@@ -95,20 +95,25 @@ def run_bare(data, idx, args, device, precision, channels_last, compile_mode=Non
             loss.backward()
             opt.step()
 
+    return _rate(steps, args, device, warm_seconds=COMPILE_SECONDS if compile_mode else None)
+
+
+COMPILE_SECONDS: list[float] = []
+
+
+def _rate(steps, args, device, warm_seconds: list | None = None) -> float:
+    """img/s of `steps(n)` over `args.batches` batches, after `args.warmup` untimed ones (their seconds
+    appended to `warm_seconds` if given: a compile's cost)."""
     start = time.perf_counter()
     steps(args.batch_size * args.warmup)
     sync(device)
-    if compile_mode:
-        COMPILE_SECONDS.append(time.perf_counter() - start)
+    if warm_seconds is not None:
+        warm_seconds.append(time.perf_counter() - start)
     n = args.batch_size * args.batches
-    sync(device)
     start = time.perf_counter()
     steps(n)
     sync(device)
     return n / (time.perf_counter() - start)
-
-
-COMPILE_SECONDS: list[float] = []
 
 
 def run_bare_compiled(data, idx, args, device, precision, channels_last):
@@ -147,13 +152,7 @@ def run_bare_graphed(data, idx, args, device, precision, channels_last):
             static_y.copy_(y_all[b])
             graph.replay()
 
-    steps(bs * args.warmup)
-    n = bs * args.batches
-    sync(device)
-    start = time.perf_counter()
-    steps(n)
-    sync(device)
-    return n / (time.perf_counter() - start)
+    return _rate(steps, args, device)
 
 
 class KitDataset(Dataset):

@@ -115,9 +115,7 @@ class StepRunner:
     def _eager(self, step: Step, inputs: tuple, side_stream: bool = False) -> None:
         self.counts.eager += 1
         if side_stream and self.device.type == "cuda":  # warm-up off the main stream, as CUDA graphs ask
-            if self._side is None:
-                self._side = torch.cuda.Stream(self.device)
-            stream = self._side
+            stream = self._side_stream()
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
                 step(self.loss_sum, self.correct, *inputs)
@@ -174,17 +172,22 @@ class StepRunner:
         # of a second in a process holding MLflow and pandas, once per recording (one per epoch here).
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(self.device)
-        if self._side is None:
-            self._side = torch.cuda.Stream(self.device)
-        self._side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self._side):
+        stream = self._side_stream()
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
             graph.capture_begin()
             try:
                 step(self.loss_sum, self.correct, *static)
             finally:
                 graph.capture_end()
-        torch.cuda.current_stream(self.device).wait_stream(self._side)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
         return graph
+
+    def _side_stream(self):
+        """The stream of warm-up steps and recordings, made on first use (CUDA only)."""
+        if self._side is None:
+            self._side = torch.cuda.Stream(self.device)
+        return self._side
 
     def _replay(self) -> None:
         self.counts.replays += 1
