@@ -16,8 +16,9 @@ import subprocess
 import time
 
 from harness.cell import Cell, evaluate_cell
-from harness.plan import RunConfig, plan
-from harness.references import bank_seeds
+from harness.plan import plan
+from harness.spec import configure
+from harness.reference_models import bank_seeds
 
 
 def cpu_name() -> str:
@@ -35,18 +36,18 @@ def main():
     ap.add_argument("--method", default="simple")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    p = plan(RunConfig(methods=[args.method], seeds=[args.seed], profile=args.profile, references=args.references,
-                       show_progress=False))
-    service = p.references()
+    p = plan(*configure(methods=[args.method], seeds=[args.seed], profile=args.profile, bank_size=args.references,
+                        show_progress=False))
+    service = p.reference_models()
     split = p.split(args.seed)
     keys = [service.key(split.retain, s, p.profile.recipe.epochs) for s in bank_seeds(split.seed, args.references)]
     cached = sum(service.cache.logits_path(k).exists() or service.cache.path(k).exists() for k in keys)
     start = time.perf_counter()
-    refs = service.for_split(split, references=p.n_references)
+    refs = service.for_split(split, bank_size=p.bank_size)
     setup = time.perf_counter() - start
     print(f"{cpu_name()} ({p.compute.device}, precision {p.profile.precision}), profile {p.profile.name}, "
           f"split seed {split.seed}, sizes {split.sizes()}")
-    print(f"references: original + gold retrain + bank of {refs.n_references} ({cached} of them cached before): "
+    print(f"references: original + gold retrain + bank of {refs.bank_size} ({cached} of them cached before): "
           f"{setup:.1f} s")
     prepare = {}
     for attack in p.attacks:
@@ -69,7 +70,7 @@ def main():
             print(f"{attack.name:<16}{'-':>10}{'-':>10}{'-':>17}  skipped: {result.skipped[attack.name]}")
             continue
         score = m.get(f"attack_seconds/{attack.name}", float("nan"))
-        uses_bank = attack.component.references_needed(attack.params) > 0 or attack.component.reruns_needed(attack.params)
+        uses_bank = attack.component.bank_needed(attack.params) > 0 or attack.component.reruns_needed(attack.params)
         total += score if not uses_bank else 0.0
         note = "error: " + result.attack_errors[attack.name].splitlines()[0] if attack.name in result.attack_errors \
             else ("uses the bank" if uses_bank else "")

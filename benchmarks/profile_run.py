@@ -14,8 +14,9 @@ import signal
 import time
 from pathlib import Path
 
-from harness.plan import RunConfig, plan
-from harness.report import format_summary
+from harness.plan import plan
+from harness.spec import configure
+from harness.reporting.tables import format_summary
 from harness.runner import Runner
 from harness.tracking import MemoryTracker
 
@@ -31,11 +32,10 @@ def main():
     ap.add_argument("--out", default=None, help="folder for results and summary CSVs")
     ap.add_argument("--save", default=None, help="file for `unlearn import`")
     args = ap.parse_args()
-    cfg = RunConfig(methods=args.methods.split(",") if args.methods else None, profile=args.profile,
-                    seeds=[int(s) for s in args.seeds.split(",")], references=args.references, device=args.device,
-                    data_dir=args.data_dir, show_progress=False,
-                    command=f"python benchmarks/profile_run.py --profile {args.profile} --seeds {args.seeds}")
-    p = plan(cfg)
+    spec, site = configure(methods=args.methods, profile=args.profile, seeds=args.seeds, bank_size=args.references,
+                           device=args.device, data_dir=args.data_dir, show_progress=False,
+                           command=f"python benchmarks/profile_run.py --profile {args.profile} --seeds {args.seeds}")
+    p = plan(spec, site)
     start = time.perf_counter()
     tracker = MemoryTracker()
     runner = Runner(p, tracker)
@@ -52,9 +52,9 @@ def main():
     if result is None:
         return 1
     summary = result.summary()
-    print(f"profile {p.profile.name} on {runner.references.device_name} ({p.profile.precision}, "
+    print(f"profile {p.profile.name} on {runner.models.device_name} ({p.profile.precision}, "
           f"CUDA graphs {'on' if p.compute.capture else 'off'}); seeds {cfg.seeds}; "
-          f"references {p.n_references}")
+          f"references {p.bank_size}")
     print(format_summary(summary, p.describe()["metrics"]).to_string())
     children = [r for r in tracker.runs if "cell_hash" in r.tags]
     for r in children:

@@ -20,7 +20,7 @@ from harness.data import cache_dir, load_cifar10
 from harness.evaluation import model_outputs
 from harness.host import default_host
 from harness.profiles import PROFILES
-from harness.references import References
+from harness.reference_models import ReferenceModels
 from harness.splits import make_split
 
 SPIKE = 0.1  # a rise of the epoch's training loss above the best so far by more than this is a spike
@@ -75,7 +75,7 @@ def main():
         worst = {"acc": 1.0, "rise": 0.0, "late": 0.0}
         for precision in args.precisions.split(","):
             compute = engine.Compute(device, precision, profile.channels_last)
-            refs = References(data, compute, "resnet18", factory, recipe, cache, show_progress=False)
+            refs = ReferenceModels(data, compute, "resnet18", factory, recipe, cache, show_progress=False)
             for seed in map(int, args.seeds.split(",")):
                 trained = refs.train(split.train, seed)
                 out = model_outputs(trained.model, data, split, compute)

@@ -20,7 +20,7 @@ from harness.cell import Cell, evaluate_cell
 from harness.data import cache_dir, load_cifar10
 from harness.host import default_host
 from harness.profiles import PROFILES
-from harness.references import References
+from harness.reference_models import ReferenceModels
 from harness.splits import make_split
 
 LOAD = "import torch\ntorch.set_num_threads(2)\na = torch.randn(1500, 1500)\nwhile True:\n    a @ a"
@@ -42,7 +42,7 @@ def main():
     data = load_cifar10().to(device)
     split = make_split(data, profile, host.scenarios.get("random"), 0)
     factory = lambda: host.models.get("resnet18").fn(data.num_classes)  # noqa: E731
-    refs = References(data, compute, "resnet18", factory, profile.recipe, ModelCache(cache_dir() / "models"),
+    refs = ReferenceModels(data, compute, "resnet18", factory, profile.recipe, ModelCache(cache_dir() / "models"),
                       show_progress=False, calibration_steps=profile.calibration_steps,
                       warmup_steps=profile.calibration_warmup)
     split_refs = refs.for_split(split)
@@ -51,7 +51,7 @@ def main():
     print(f"recorded retrain: {recorded:.1f} s on {split_refs.retrain.meta['train_device']} "
           f"(cached: {split_refs.retrain.meta['cached']})")
     if args.full_retrain:
-        fresh = References(data, compute, "resnet18", factory, profile.recipe, None, show_progress=False,
+        fresh = ReferenceModels(data, compute, "resnet18", factory, profile.recipe, None, show_progress=False,
                            calibration_steps=profile.calibration_steps, warmup_steps=profile.calibration_warmup)
         estimate = fresh.retrain_seconds(split)
         start = time.perf_counter()

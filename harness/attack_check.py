@@ -22,7 +22,7 @@ from .cell import FINISHED, Cell, CellResult, Configured, run_attacks
 from .evaluation import Outputs, model_outputs
 from .metrics import Metric
 from .plan import Plan
-from .references import SplitReferences, witness_seed
+from .reference_models import SplitModels, witness_seed
 
 PASS, FAIL, SKIPPED, ERROR, UNCHECKED = "PASS", "FAIL", "SKIPPED", "ERROR", "NO VERDICT"
 
@@ -56,9 +56,9 @@ class CheckResult:
 def check_attacks(plan: Plan) -> CheckResult:
     """Score every attack of `plan` on the original and a held-out retrain of its first split."""
     start = time.perf_counter()
-    service = plan.references()
+    service = plan.reference_models()
     split = plan.split(plan.seeds[0])
-    refs = service.for_split(split, references=plan.n_references)
+    refs = service.for_split(split, bank_size=plan.bank_size)
     seed = witness_seed(split.seed)
     witness = service.train(split.retain, seed, desc="held-out retrain")
     witness_out = model_outputs(witness.model, service.data, split, service.compute)
@@ -67,10 +67,10 @@ def check_attacks(plan: Plan) -> CheckResult:
     for attack in plan.attacks:
         verdicts.extend(_check_one(attack, refs, witness_out))
     facts = {"original_cached": refs.original.meta["cached"], "witness_cached": witness.meta["cached"]}
-    return CheckResult(verdicts, split.seed, refs.n_references, seed, setup, facts)
+    return CheckResult(verdicts, split.seed, refs.bank_size, seed, setup, facts)
 
 
-def _check_one(attack: Configured, refs: SplitReferences, witness: Outputs) -> list[Verdict]:
+def _check_one(attack: Configured, refs: SplitModels, witness: Outputs) -> list[Verdict]:
     """Both models through the cell's own attack step (skips, reruns, errors and timing as in a run)."""
     scored, seconds = {}, 0.0
     for label, target, row in (("original", refs.original_out, "original"), ("witness", witness, "retrain")):

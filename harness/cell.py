@@ -25,12 +25,12 @@ from .context import CallbackError, Context, UnlearningData
 from .data import ImageData
 from .evaluation import Outputs, model_outputs, run_attack, utility_metrics
 from .hashing import stable_hash
-from .references import SplitReferences
+from .reference_models import SplitModels
 from .registry import Component, Method
 from .splits import Split
 
 FINISHED, FAILED = "FINISHED", "FAILED"
-REFERENCES = ("original", "retrain")  # the reference rows of every split, before the methods
+REFERENCE_ROWS = ("original", "retrain")  # the reference rows of every split, before the methods
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class CellResult:
         return self.status == FINISHED
 
 
-def evaluate_cell(cell: Cell, refs: SplitReferences, callbacks: Callbacks | None = None, *,
+def evaluate_cell(cell: Cell, refs: SplitModels, callbacks: Callbacks | None = None, *,
                   show_progress: bool = False, epoch_eval_size: int | None = 2000) -> CellResult:
     """Run, time, evaluate and attack one cell. Exceptions from `callbacks` and KeyboardInterrupt
     propagate; everything a method does wrong becomes a FAILED result with the reason."""
@@ -169,7 +169,7 @@ def method_arguments(original: nn.Module, dataset: ImageData, retain: torch.Tens
     return model, data, Context(data, compute, seed, model_factory, **context_options)
 
 
-def _evaluate(name: str, result, refs: SplitReferences) -> Outputs:
+def _evaluate(name: str, result, refs: SplitModels) -> Outputs:
     """The evaluation pass of a method's result, after checking it is a usable model."""
     if not isinstance(result, nn.Module):
         raise TypeError(f"method {name!r} returned {type(result).__name__}, expected a torch.nn.Module")
@@ -185,7 +185,7 @@ def _evaluate(name: str, result, refs: SplitReferences) -> Outputs:
     return out
 
 
-def _reference(cell: Cell, refs: SplitReferences) -> CellResult:
+def _reference(cell: Cell, refs: SplitModels) -> CellResult:
     """The original or retrain row: the same metrics and attacks as a method, from the reference service."""
     if cell.name == "original":
         trained, out = refs.original, refs.original_out
@@ -196,7 +196,7 @@ def _reference(cell: Cell, refs: SplitReferences) -> CellResult:
         metrics = {**utility_metrics(out, refs.retrain_out), "unlearn_seconds": estimate, "retrain_seconds": estimate,
                    "pct_retrain_time": 100.0, "retrain_seconds_recorded": float(trained.meta["train_seconds"])}
     else:
-        raise ValueError(f"unknown reference row {cell.name!r}: expected one of {', '.join(REFERENCES)}")
+        raise ValueError(f"unknown reference row {cell.name!r}: expected one of {', '.join(REFERENCE_ROWS)}")
     history = [{"epoch": row["epoch"], "train_loss": row["loss"], "train_acc": row["acc"]}
                for row in trained.meta.get("history", [])]
     info = {"cached": trained.meta["cached"], "trained_on": trained.meta.get("train_device", "?"),
@@ -206,7 +206,7 @@ def _reference(cell: Cell, refs: SplitReferences) -> CellResult:
     return result
 
 
-def run_attacks(result: CellResult, refs: SplitReferences, out: Outputs,
+def run_attacks(result: CellResult, refs: SplitModels, out: Outputs,
                 reruns: Callable[[int], tuple[Outputs, ...]]) -> None:
     """Every attack of the cell on `out`, into `result`: metrics, tables and seconds per attack. An attack
     whose needs this split cannot meet is skipped with the reason; one that raises is recorded as an
@@ -246,7 +246,7 @@ def run_attacks(result: CellResult, refs: SplitReferences, out: Outputs,
 RERUN_SEED_STRIDE = 1_000_003  # method seeds of reruns: split seed + j * stride (a prime, far from split seeds)
 
 
-def _reruns(cell: Cell, refs: SplitReferences, n: int) -> tuple[Outputs, ...]:
+def _reruns(cell: Cell, refs: SplitModels, n: int) -> tuple[Outputs, ...]:
     """`n` more runs of the cell's method on its split with other seeds, evaluated (not timed or logged:
     only attacks that compare several unlearned models, like forget-quality, read them)."""
     service, split, outs = refs.service, cell.split, []

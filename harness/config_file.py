@@ -1,13 +1,15 @@
-"""Run settings in a TOML file: `unlearn run --config FILE.toml`, and what `unlearn tune --export` writes.
+"""TOML files the harness reads and writes: run files (`unlearn run --config FILE.toml`, read as a spec
+and a site by `harness.spec.split_keys`), what `unlearn tune --export` writes, and tuning space files.
 
-The keys are the flags of `unlearn run` (dashes or underscores), with tables for the per-component
-options; flags given on the command line win over the file:
+A run file's keys are the spec's and the site's (dashes or underscores), with tables for the
+per-component options; flags given on the command line win over the file:
 
     methods = ["deviation"]          # or "deviation,pruning"
     seeds = "0-2"                    # or [0, 1, 2]
     epochs = [5, 9, 20]              # epoch budgets (optional)
     profile = "cpu"
-    scenarios = ["random", "targeted-red"]   # or scenario = "random"
+    scenarios = ["random", "targeted-red"]
+    bank_size = 4                    # --references
     [scenario_options]
     [params.deviation]
     sigma = 0.31
@@ -21,13 +23,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-SCALARS = {"methods", "scenarios", "seeds", "epochs", "profile", "model", "precision", "attacks", "data_dir", "cache_dir",
-           "device", "tracking_uri", "experiment", "rerun", "log_models", "quiet", "references"}
-TABLES = {"scenario_options", "model_options", "attack_options", "params"}
+from .spec import UsageError
 
 
-class ConfigFileError(ValueError):
-    """A config file that is missing, malformed or has unknown keys."""
+class ConfigFileError(UsageError):
+    """A TOML file that is missing or malformed."""
 
 
 def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
@@ -39,36 +39,6 @@ def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
         raise ConfigFileError(f"{what} {path} does not exist") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigFileError(f"{what} {path}: {exc}") from None
-
-
-def load_run_file(path: str | Path) -> dict[str, Any]:
-    """The file's settings, keys normalised to underscores and checked against the known ones."""
-    raw = read_toml(path)
-    data = {k.replace("-", "_"): v for k, v in raw.items()}
-    if "scenario" in data:  # one scenario, as `unlearn tune --export` writes it
-        if "scenarios" in data:
-            raise ConfigFileError(f"config file {path}: give scenario or scenarios, not both")
-        data["scenarios"] = data.pop("scenario")
-    unknown = sorted(set(data) - SCALARS - TABLES)
-    if unknown:
-        raise ConfigFileError(f"config file {path}: unknown key(s) {', '.join(unknown)}; valid: "
-                              f"{', '.join(sorted(SCALARS | TABLES))}")
-    for key in TABLES & set(data):
-        if not isinstance(data[key], dict):
-            raise ConfigFileError(f"config file {path}: {key} must be a table ([{key}])")
-    for key in ("params", "attack_options"):
-        bad = [k for k, v in data.get(key, {}).items() if not isinstance(v, dict)]
-        if bad:
-            raise ConfigFileError(f"config file {path}: {key} holds one table per component ([{key}.NAME]), "
-                                  f"found plain key(s) {', '.join(bad)}")
-    for key in ("methods", "attacks", "seeds", "scenarios", "epochs"):
-        if isinstance(data.get(key), list):
-            data[key] = ",".join(str(v) for v in data[key])
-        elif key in data and not isinstance(data[key], (str, int)):
-            raise ConfigFileError(f"config file {path}: {key} must be a list or a string")
-        if key in data:
-            data[key] = str(data[key])
-    return data
 
 
 def dump_toml(data: dict[str, Any], header: list[str] | None = None) -> str:

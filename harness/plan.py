@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,59 +17,27 @@ import torch
 
 from . import __version__, engine
 from .cache import ModelCache
-from .cell import REFERENCES, Cell, Configured
+from .cell import REFERENCE_ROWS, Cell, Configured
 from .data import ImageData, cache_dir, load_cifar10
 from .hashing import stable_hash
 from .host import Host, default_host
 from .profiles import PROFILES, Profile, default_profile_name
-from .references import References
+from .reference_models import ReferenceModels
 from .registry import Component, Registry, UnknownComponent
+from .spec import Site, Spec, UsageError
 from .splits import Split, SplitError, make_split
 from .tracking import check_tracking_uri
 
 MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's limit
-MAX_REFERENCES = 256
-
-
-class UsageError(ValueError):
-    """Bad names, parameters or paths: reported in one line with exit status 2, before any work."""
-
-
-@dataclass
-class RunConfig:
-    """What a user asks for (flags, or later a TOML file). None means the default described beside it."""
-
-    methods: list[str] | None = None  # None: every registered method
-    scenarios: list[str] = field(default_factory=lambda: ["random"])
-    scenario_options: dict[str, Any] = field(default_factory=dict)  # each goes to every scenario declaring it
-    seeds: list[int] = field(default_factory=lambda: [0])
-    epochs: list[float] | None = None  # epoch budgets: each sets every method's `epochs`; None: their own
-    profile: str | None = None  # None: 'paper' with CUDA, else 'cpu'
-    precision: str | None = None  # None: the profile's ('auto': the faster on this machine)
-    model: str = "resnet18"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    attacks: list[str] | None = None  # None: every registered attack
-    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data_dir: str | None = None
-    cache_dir: str | None = None  # None: $HARNESS_CACHE_DIR or ~/.cache/unlearning-harness
-    device: str | None = None  # None: cuda when available
-    tracking_uri: str | None = None  # None: no store is checked (the Python API's in-memory tracker)
-    experiment: str | None = None  # None: unlearning-<scenario>[+<scenario>...]
-    log_models: bool = True
-    show_progress: bool = True
-    rerun: bool = False  # run every cell again instead of reusing those FINISHED in the experiment
-    heldout_part: str | None = None  # "tune" / "judge": validation and test from one half of the held-out images
-    references: int | None = None  # size of the reference bank; None: the profile's (0 on cpu, 4 on paper)
-    epoch_eval_size: int | None = 2000
-    command: str | None = None  # the command line, kept as a tag so reports can say how to regenerate them
+MAX_BANK = 256
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Validated work: what to run, where, on which splits."""
+    """Validated work: what to run (`spec`), where (`site`), on which splits."""
 
-    config: RunConfig
+    spec: Spec
+    site: Site
     profile: Profile  # precision resolved
     methods: tuple[Configured, ...]
     attacks: tuple[Configured, ...]
@@ -85,7 +53,7 @@ class Plan:
 
     @property
     def experiment(self) -> str:
-        return self.config.experiment or "unlearning-" + "+".join(s.name for s in self.scenarios)
+        return self.site.experiment or "unlearning-" + "+".join(s.name for s in self.scenarios)
 
     @property
     def scenario(self) -> Configured:
@@ -102,19 +70,19 @@ class Plan:
         return [self.splits[(s.name, seed)] for s in self.scenarios for seed in self.seeds]
 
     @property
-    def n_references(self) -> int:
+    def bank_size(self) -> int:
         """Reference-bank models per split (retrains with other seeds) for per-example attacks."""
-        return self.profile.references if self.config.references is None else self.config.references
+        return self.profile.bank_size if self.spec.bank_size is None else self.spec.bank_size
 
     @property
     def setting(self) -> dict:
         """What besides the method and split decides a cell's result (part of every cell's hash)."""
         return {"profile": self.profile.as_dict(), "model": self.model.name, "model_params": dict(self.model.params),
-                "references": self.n_references}
+                "references": self.bank_size}
 
     def skipped_attacks(self, *, retrain: bool = True) -> dict[str, str]:
         """Attacks of this plan that cannot run with what it builds, and why (one line each)."""
-        reasons = {a.name: a.component.unmet(a.params, retrain=retrain, references=self.n_references)
+        reasons = {a.name: a.component.unmet(a.params, retrain=retrain, bank_size=self.bank_size)
                    for a in self.attacks}
         return {name: why for name, why in reasons.items() if why}
 
@@ -132,17 +100,18 @@ class Plan:
     def compute(self) -> engine.Compute:
         return engine.Compute(self.device, self.profile.precision, self.profile.channels_last)
 
-    def references(self) -> References:
-        """The reference service of this plan (one per process; models cached in the cache folder)."""
+    def reference_models(self) -> ReferenceModels:
+        """The service that trains and serves this plan's reference models (one per process; models cached
+        in the cache folder)."""
         model = self.model
-        return References(
+        return ReferenceModels(
             self.data, self.compute, model.name, lambda: model.component.fn(self.data.num_classes, **model.params),
-            self.profile.recipe, ModelCache(self.cache_dir / "models"), show_progress=self.config.show_progress,
+            self.profile.recipe, ModelCache(self.cache_dir / "models"), show_progress=self.site.show_progress,
             calibration_steps=self.profile.calibration_steps, warmup_steps=self.profile.calibration_warmup)
 
     def cells(self, split: Split) -> list[Cell]:
         """The reference rows, then every method (once per epoch budget), on `split`."""
-        cells = [Cell(name, None, {}, split, self.attacks, self.setting) for name in REFERENCES]
+        cells = [Cell(name, None, {}, split, self.attacks, self.setting) for name in REFERENCE_ROWS]
         for budget in self.epochs or (None,):
             for m in self.methods:
                 params = dict(m.params) if budget is None else m.component.resolve({**m.params, "epochs": budget})
@@ -174,77 +143,83 @@ class Plan:
             "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},
             "plugins": self.sources(),
             "splits": {f"{sc}/{seed}": {"hash": split.hash, **split.sizes()} for (sc, seed), split in self.splits.items()},
-            "heldout_part": self.config.heldout_part,
-            "references": self.n_references,
-            "command": self.config.command,
+            "heldout_part": self.spec.heldout_part,
+            "references": self.bank_size,
+            "command": self.site.command,
+            "spec": self.spec.to_dict(),
         }
 
 
-def plan(config: RunConfig, host: Host | None = None) -> Plan:
-    """Resolve and validate `config`; raises UsageError (bad input) or DataError (data unreadable)."""
+def plan(spec: Spec, site: Site | None = None, host: Host | None = None, *, data: ImageData | None = None) -> Plan:
+    """Resolve and validate `spec` to run at `site`; raises UsageError (bad input) or DataError (data
+    unreadable). `data`: the data set already loaded by another plan of this process (the tuner's
+    held-out plan shares its trials' plan's)."""
+    site = site or Site()
     host = host or default_host()
-    profile = _profile(config)
-    methods = _methods(config, host)
-    attacks = _configured(host.attacks, config.attacks, config.attack_options, "--attack-option")
-    scenarios = _scenarios(config, host)
-    model = _one(host.models, config.model, config.model_options)
-    seeds = _seeds(config.seeds)
-    epochs = _epochs(config, methods)
-    refs = config.references
-    if refs is not None and (isinstance(refs, bool) or not isinstance(refs, int) or not 0 <= refs <= MAX_REFERENCES):
-        raise UsageError(f"--references {refs!r} is not valid: the bank size is an integer in [0, {MAX_REFERENCES}]")
+    profile = _profile(spec)
+    methods = _methods(spec, host)
+    attacks = _configured(host.attacks, spec.attacks, spec.attack_options, "--attack-option")
+    scenarios = _scenarios(spec, host)
+    model = _one(host.models, spec.model, spec.model_options)
+    seeds = _seeds(spec.seeds)
+    epochs = _epochs(spec, methods)
+    bank = spec.bank_size
+    if bank is not None and (isinstance(bank, bool) or not isinstance(bank, int) or not 0 <= bank <= MAX_BANK):
+        raise UsageError(f"--references {bank!r} is not valid: the bank size is an integer in [0, {MAX_BANK}]")
     try:
-        device = engine.resolve_device(config.device)
+        device = engine.resolve_device(site.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    cache = cache_dir(config.cache_dir)
+    cache = cache_dir(site.cache_dir)
     _check_writable_folder(cache, "cache folder (--cache-dir / $HARNESS_CACHE_DIR)")
-    if config.tracking_uri is not None:
+    if site.tracking_uri is not None:
         try:
-            check_tracking_uri(config.tracking_uri)
+            check_tracking_uri(site.tracking_uri)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    data = load_cifar10(config.data_dir, cache).to(device)
+    if data is None:
+        data = load_cifar10(site.data_dir, cache).to(device)
     splits = {}
     for scenario in scenarios:
         for seed in seeds:
             try:
                 splits[(scenario.name, seed)] = make_split(data, profile, scenario.component, seed,
-                                                           dict(scenario.params), config.heldout_part)
+                                                           dict(scenario.params), spec.heldout_part)
             except SplitError as exc:
                 raise UsageError(str(exc)) from None
-    precision, speeds = _precision(config.precision or profile.precision, device, model, data.num_classes,
+    precision, speeds = _precision(spec.precision or profile.precision, device, model, data.num_classes,
                                    profile.channels_last, cache)
     profile = replace(profile, precision=precision)
-    return Plan(config, profile, methods, attacks, scenarios, model, seeds, device, cache, data, splits, epochs, speeds)
+    return Plan(spec, site, profile, methods, attacks, scenarios, model, seeds, device, cache, data, splits, epochs,
+                speeds)
 
 
-def _profile(config: RunConfig) -> Profile:
-    name = config.profile or default_profile_name()
+def _profile(spec: Spec) -> Profile:
+    name = spec.profile or default_profile_name()
     if name not in PROFILES:
         raise UsageError(str(UnknownComponent("profile", name, sorted(PROFILES))))
-    if config.precision not in (None, "auto", "bf16", "fp32"):
-        raise UsageError(f"unknown precision {config.precision!r}. Valid precisions: auto, bf16, fp32")
+    if spec.precision not in (None, "auto", "bf16", "fp32"):
+        raise UsageError(f"unknown precision {spec.precision!r}. Valid precisions: auto, bf16, fp32")
     return PROFILES[name]
 
 
-def _methods(config: RunConfig, host: Host) -> tuple[Configured, ...]:
-    names = config.methods
+def _methods(spec: Spec, host: Host) -> tuple[Configured, ...]:
+    names = spec.methods
     if names is not None:
         if not names:
             raise UsageError("no method given: name at least one (or leave --methods out for all)")
-        names = [n for n in names if n not in REFERENCES]  # the reference rows are always there
-    methods = _configured(host.methods, names, config.method_params, "--param")
+        names = [n for n in names if n not in REFERENCE_ROWS]  # the reference rows are always there
+    methods = _configured(host.methods, names, spec.params, "--param")
     return methods
 
 
-def _scenarios(config: RunConfig, host: Host) -> tuple[Configured, ...]:
+def _scenarios(spec: Spec, host: Host) -> tuple[Configured, ...]:
     """The scenarios, each with the --scenario-option values it declares; an option no scenario declares
     is refused (a typo would otherwise silently build the default forget set)."""
-    names = list(dict.fromkeys(config.scenarios or []))
+    names = list(dict.fromkeys(spec.scenarios or []))
     if not names:
         raise UsageError("no scenario given: name at least one, e.g. --scenarios random,targeted-red")
-    options = dict(config.scenario_options or {})
+    options = dict(spec.scenario_options or {})
     scenarios = []
     for name in names:
         try:
@@ -260,12 +235,12 @@ def _scenarios(config: RunConfig, host: Host) -> tuple[Configured, ...]:
     return tuple(scenarios)
 
 
-def _epochs(config: RunConfig, methods: tuple[Configured, ...]) -> tuple[float, ...]:
+def _epochs(spec: Spec, methods: tuple[Configured, ...]) -> tuple[float, ...]:
     """Epoch budgets, checked against every method: each must have an `epochs` parameter that accepts the
     budget, and no --param may set `epochs` as well."""
-    if config.epochs is None:
+    if spec.epochs is None:
         return ()
-    budgets = tuple(dict.fromkeys(config.epochs))
+    budgets = tuple(dict.fromkeys(spec.epochs))
     if not budgets:
         raise UsageError("--epochs names no budget; leave it out to use each method's own epochs")
     for b in budgets:
@@ -275,7 +250,7 @@ def _epochs(config: RunConfig, methods: tuple[Configured, ...]) -> tuple[float, 
         if "epochs" not in m.component.space:
             raise UsageError(f"--epochs sets each method's `epochs`, and method {m.name!r} has none; "
                              f"leave it out of --methods or drop --epochs")
-        if "epochs" in (config.method_params.get(m.name) or {}):
+        if "epochs" in (spec.params.get(m.name) or {}):
             raise UsageError(f"{m.name}.epochs is given by --param and by --epochs; give one")
         for b in budgets:
             try:
@@ -305,7 +280,7 @@ def _one(registry: Registry, name: str, options: dict | None) -> Configured:
         raise UsageError(str(exc)) from None
 
 
-def _seeds(seeds: list[int]) -> tuple[int, ...]:
+def _seeds(seeds) -> tuple[int, ...]:
     if not seeds:
         raise UsageError("no seeds given")
     for seed in seeds:

@@ -58,7 +58,7 @@ class Profile:
     channels_last: bool = True
     calibration_steps: int = 20  # timed steps of the retrain recipe behind each "% of retrain"
     calibration_warmup: int = 3
-    references: int = 0  # default size of the reference bank (--references): each is one more retrain
+    bank_size: int = 0  # default size of the reference bank (--references): each is one more retrain
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -106,7 +106,7 @@ PROFILES: dict[str, Profile] = {
             # it slower (11.8k img/s) than fp32 with cuDNN's default TF32 convolutions (14.7k img/s).
             precision="fp32",
             # LiRA and RMIA by default where a retrain takes minutes; 4 more retrains, once per split, cached.
-            references=4,
+            bank_size=4,
         ),
     )
 }

@@ -84,19 +84,19 @@ class Attack(Component):
     references: int | Callable[[Mapping], int] = 0
     reruns: int | Callable[[Mapping], int] = 0
 
-    def references_needed(self, params: Mapping) -> int:
+    def bank_needed(self, params: Mapping) -> int:
         return int(self.references(params) if callable(self.references) else self.references)
 
     def reruns_needed(self, params: Mapping) -> int:
         return int(self.reruns(params) if callable(self.reruns) else self.reruns)
 
-    def unmet(self, params: Mapping, *, retrain: bool, references: int) -> str | None:
+    def unmet(self, params: Mapping, *, retrain: bool, bank_size: int) -> str | None:
         """Why this attack cannot run with what is available (None if it can): one line for the user."""
         if "retrain" in self.needs and not retrain:
             return "needs the retrain model, which is not loaded here (tuning never sees it)"
-        wanted = self.references_needed(params)
-        if wanted > references:
-            return (f"needs {wanted} reference model(s), {references} available: run with --references {wanted} "
+        wanted = self.bank_needed(params)
+        if wanted > bank_size:
+            return (f"needs {wanted} reference model(s), {bank_size} available: run with --references {wanted} "
                     f"(each is one more retrain, cached and shared by every method and later run)")
         return None
 

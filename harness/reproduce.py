@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass
 
 from . import __version__
-from .plan import RunConfig, plan
+from .cell import REFERENCE_ROWS
+from .plan import plan
+from .spec import Site, Spec
 
 TIMINGS = ("unlearn_seconds", "retrain_seconds", "pct_retrain_time", "eval_overhead_seconds", "rerun_seconds",
            "train_seconds", "retrain_seconds_recorded", "attack_seconds/", "epoch_seconds", "epoch_pct_retrain")
@@ -38,33 +40,24 @@ class Comparison:
         return self.timing or self.now == self.logged or (math.isnan(self.now) and math.isnan(self.logged))
 
 
-def rebuild(store, run_id: str, local: RunConfig):
-    """(plan, split, cell, logged metrics, warnings) of child run `run_id`, planned with this machine's
-    data folder, cache and device (`local`). Raises CannotReproduce when the cell hash does not match."""
+def rebuild(store, run_id: str, site: Site):
+    """(plan, split, cell, logged metrics, warnings) of child run `run_id`, planned at this machine's `site`
+    (data folder, cache, device). Raises CannotReproduce when the cell hash does not match."""
     child = store.client.get_run(run_id)
     tags = child.data.tags
     if tags.get("run_kind") != "child" or "mlflow.parentRunId" not in tags:
-        raise CannotReproduce(f"run {run_id} is not a cell of `unlearn run` (no parent run, run_kind "
-                              f"{tags.get('run_kind')!r})")
+        raise CannotReproduce(f"run {run_id} is not a cell (no parent run, run_kind {tags.get('run_kind')!r})")
     parent_id = tags["mlflow.parentRunId"]
+    parent = store.client.get_run(parent_id)
+    if parent.data.tags.get("run_kind") != "parent":
+        raise CannotReproduce(f"run {run_id} is a cell of a tuning study ({parent.data.tags.get('run_kind')} run "
+                              f"{parent_id}); reproduce runs cells of `unlearn run` and benchmarks")
     config = store.load_json(parent_id, "config.json")
-    params = store.client.get_run(parent_id).data.params
     method, seed = tags["method"], int(tags["seed"])
-    scenario = tags.get("scenario") or params.get("scenario")
-    scenario_params = config["scenarios"][scenario] if "scenarios" in config else config["scenario"]["params"]
+    scenario = tags.get("scenario") or parent.data.params.get("scenario")
     budget = tags.get("epochs") or None
-    method_params = {} if method in ("original", "retrain") else {method: dict(config["methods"][method])}
-    if budget is not None:
-        method_params[method].pop("epochs", None)
-    cfg = RunConfig(
-        methods=[method] if method_params else [], scenarios=[scenario], scenario_options=dict(scenario_params),
-        seeds=[seed], epochs=[float(budget) if "." in budget else int(budget)] if budget else None,
-        profile=config["profile"]["name"], precision=params.get("precision"), model=config["model"]["name"],
-        model_options=dict(config["model"]["params"]), attacks=list(config["attacks"]),
-        attack_options={a: dict(p) for a, p in config["attacks"].items()}, method_params=method_params,
-        references=config.get("references", 0), data_dir=local.data_dir, cache_dir=local.cache_dir,
-        device=local.device, show_progress=local.show_progress)
-    p = plan(cfg)
+    spec = _cell_spec(config, parent.data.params, method, scenario, seed, budget)
+    p = plan(spec, site)
     warnings = _differences(tags, config, p)
     split = p.split(seed, scenario)
     cell = next((c for c in p.cells(split) if c.hash == tags.get("cell_hash")), None)
@@ -75,15 +68,35 @@ def rebuild(store, run_id: str, local: RunConfig):
     return p, split, cell, dict(child.data.metrics), warnings
 
 
-def reproduce(store, run_id: str, local: RunConfig, on_warning=print) -> list[Comparison]:
+def _cell_spec(config: dict, params: dict, method: str, scenario: str, seed: int, budget: str | None) -> Spec:
+    """The spec of one logged cell: the parent's spec narrowed to the cell's method (none for a reference
+    row), scenario, seed and budget, with the method's parameters as they were resolved. Parents logged
+    before config.json carried the spec are read from their resolved sections."""
+    resolved = {} if method in REFERENCE_ROWS else {method: dict(config["methods"][method])}
+    if budget is not None:
+        resolved[method].pop("epochs", None)
+    if "spec" in config:
+        spec = Spec.from_dict(config["spec"], source="the logged config.json")
+    else:
+        spec = Spec(profile=config["profile"]["name"], precision=params.get("precision"),
+                    model=config["model"]["name"], model_options=dict(config["model"]["params"]),
+                    attacks=tuple(config["attacks"]), attack_options={a: dict(p) for a, p in config["attacks"].items()},
+                    bank_size=config.get("references", 0))
+    scenario_params = config["scenarios"][scenario] if "scenarios" in config else config["scenario"]["params"]
+    return spec.with_(methods=[method], params=resolved, scenarios=[scenario], scenario_options=dict(scenario_params),
+                      seeds=[seed], epochs=[float(budget) if "." in budget else int(budget)] if budget else None,
+                      precision=params.get("precision") or spec.precision)  # as resolved where it ran
+
+
+def reproduce(store, run_id: str, site: Site, on_warning=print) -> list[Comparison]:
     """Rebuild and run the cell again; every logged metric beside its new value."""
     from .cell import evaluate_cell
 
-    p, split, cell, logged, warnings = rebuild(store, run_id, local)
+    p, split, cell, logged, warnings = rebuild(store, run_id, site)
     for w in warnings:
         on_warning(w)
-    refs = p.references().for_split(split, references=p.n_references)
-    result = evaluate_cell(cell, refs, show_progress=local.show_progress)
+    refs = p.reference_models().for_split(split, bank_size=p.bank_size)
+    result = evaluate_cell(cell, refs, show_progress=site.show_progress)
     if not result.ok:
         raise CannotReproduce(f"the cell failed this time: {result.error}")
     names = sorted(set(logged) & set(result.metrics))

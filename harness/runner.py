@@ -1,7 +1,7 @@
 """`unlearn run`: a loop over the cells of a plan, each logged as a child run of one parent run.
 
-Planning (plan.py), the reference models (references.py) and a cell's work (cell.py) live elsewhere;
-this module only orders the cells, resumes finished ones, and writes to the tracker.
+Planning (plan.py), the reference models (reference_models.py), a cell's work (cell.py) and its record
+(recorder.py) live elsewhere; this module orders the cells, reuses finished ones and keeps the parent.
 """
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import __version__
-from .cell import Callbacks, Cell, CellResult, evaluate_cell
+from .cell import Cell
 from .host import Host
 from .metrics import UTILITY
-from .mlflow_view import view_groups, write_benchmark_view
 from .owners import dead_here, on_this_host, worker_id
-from .plan import Plan, RunConfig, plan
-from .report import columns
-from .references import ORIGINAL_SEED
+from .plan import Plan, plan
+from .recorder import Recorded, Recorder, finished
+from .reference_models import SplitModels
+from .reporting.mlflow_view import view_groups, write_benchmark_view
+from .reporting.tables import columns
+from .spec import Site, Spec
 from .tracking import FAILED, FINISHED, KILLED, RUNNING, MemoryTracker, Tracker, TrackedRun, git_commit
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ class RunResult:
 
     def summaries(self) -> list[tuple[str, pd.DataFrame]]:
         """(title, mean and std per method) per scenario and epoch budget: the terminal's tables."""
-        from .analysis import group_title, groups
+        from .reporting.analysis import group_title, groups
 
         frame = self.frame()
         if frame.empty:
@@ -111,19 +113,18 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run(config: RunConfig, host: Host | None = None, tracker: Tracker | None = None) -> RunResult:
-    """Plan and run `config` (the Python API); runs go to `tracker` (default: in memory)."""
-    return Runner(plan(config, host), tracker if tracker is not None else MemoryTracker()).run()
+def run(spec: Spec, site: Site | None = None, host: Host | None = None, tracker: Tracker | None = None) -> RunResult:
+    """Plan and run `spec` (the Python API); runs go to `tracker` (default: in memory)."""
+    return Runner(plan(spec, site, host), tracker if tracker is not None else MemoryTracker()).run()
 
 
 class Runner:
     def __init__(self, p: Plan, tracker: Tracker):
-        self.p, self.tracker, self.cfg = p, tracker, p.config
-        self.compute = p.compute
-        self.references = p.references()
+        self.p, self.tracker, self.site = p, tracker, p.site
+        self.models = p.reference_models()
+        self.recorder: Recorder | None = None  # made with the parent run
         self.rows: list[dict] = []
         self.failures: list[dict] = []
-        self.active: TrackedRun | None = None  # the child run in progress, ended as KILLED on Ctrl-C
         self.attack_columns = {c for c, _ in columns(p.attack_metrics) if "/" in c}  # shown in log lines
 
     def run(self) -> RunResult:
@@ -134,30 +135,31 @@ class Runner:
         with Heartbeat(parent):
             return self._run_cells(parent, done)
 
-    def _run_cells(self, parent: TrackedRun, done: dict) -> RunResult:
+    def recorder_for(self, parent: TrackedRun) -> Recorder:
+        if self.recorder is None or self.recorder.parent.run_id != parent.run_id:
+            self.recorder = Recorder(self.tracker, parent, self.p, log_models=self.site.log_models,
+                                     tags={"scenario": "+".join(s.name for s in self.p.scenarios)})
+        return self.recorder
+
+    def _run_cells(self, parent: TrackedRun, done: dict[str, Recorded]) -> RunResult:
         p = self.p
         try:
             for split in p.work():
                 cells = p.cells(split)
                 if all(c.hash in done for c in cells):  # nothing to run: not even the references are needed
-                    for cell in cells:
-                        self._add_row(cell, FINISHED, done[cell.hash]["metrics"], done[cell.hash]["run_id"])
+                    self.rows += [done[c.hash].row() for c in cells]
                     continue
-                refs = self.references.for_split(split, references=p.n_references)
+                models = self.models.for_split(split, bank_size=p.bank_size)
                 for cell in cells:
                     if cell.hash in done:
-                        self._add_row(cell, FINISHED, done[cell.hash]["metrics"], done[cell.hash]["run_id"])
+                        self.rows.append(done[cell.hash].row())
                     else:
-                        self.run_cell(parent, cell, refs)
+                        self.run_cell(parent, cell, models)
         except KeyboardInterrupt:
-            if self.active is not None:
-                self.active.end(KILLED)
             parent.set_tags({"interrupted": "true"})
             parent.end(KILLED)
             raise
         except BaseException:
-            if self.active is not None:
-                self.active.end(FAILED)
             parent.log_text(traceback.format_exc(), "traceback.txt")
             parent.end(FAILED)
             raise
@@ -166,14 +168,14 @@ class Runner:
         parent.end(FAILED if self.failures else FINISHED)
         return result
 
-    def _open_parent(self) -> tuple[TrackedRun, dict[str, dict]]:
+    def _open_parent(self) -> tuple[TrackedRun, dict[str, Recorded]]:
         """The parent run of this configuration (a new one, or the earlier one reopened) and the cells
-        already FINISHED in the experiment, by cell hash: {hash: {run_id, metrics}}. A rerun of the same
-        command runs only what is missing; --rerun runs everything again under a new parent."""
+        already FINISHED in the experiment, by cell hash. A rerun of the same command runs only what is
+        missing; --rerun runs everything again under a new parent."""
         p = self.p
-        if self.cfg.rerun:
+        if self.site.rerun:
             return self.new_parent(), {}
-        done = self.tracker.finished_cells({c.hash for split in p.work() for c in p.cells(split)})
+        done = finished(self.tracker, [c for split in p.work() for c in p.cells(split)])
         found = self.tracker.find_parent(p.hash)
         if found is None:
             parent = self.new_parent()
@@ -195,7 +197,7 @@ class Runner:
     def new_parent(self) -> TrackedRun:
         p = self.p
         parent = self.tracker.start_parent(f"{p.profile.name}-{'+'.join(s.name for s in p.scenarios)}",
-                                           tags=self._tags(run_kind="parent", config_hash=p.hash, command=self.cfg.command))
+                                           tags=self._tags(run_kind="parent", config_hash=p.hash, command=self.site.command))
         parent.log_params(self._parent_params())
         parent.log_dict(p.describe(), "config.json")
         parent.log_dict([self._cell_entry(c) for split in p.work() for c in p.cells(split)], "cells.json")
@@ -209,7 +211,7 @@ class Runner:
 
     def _log_forget_examples(self, parent: TrackedRun) -> None:
         """A grid of each split's forget images (`forget_examples/<scenario>-seed<N>.png`): what the scenario chose."""
-        from .report import forget_grid
+        from .reporting.tables import forget_grid
 
         data = self.p.data
         for split in self.p.work():
@@ -222,49 +224,18 @@ class Runner:
             except Exception as exc:  # a plotting problem must not stop a benchmark
                 log.warning("forget examples not logged: %s", exc)
 
-    def run_cell(self, parent: TrackedRun, cell: Cell, refs) -> None:
-        split = cell.split
-        budget = "" if cell.budget is None else f"{cell.budget:g}"
-        child = self.tracker.start_child(parent, self._label(cell), tags=self._tags(
-            run_kind="child", method=cell.name, scenario=split.scenario, epochs=budget, seed=split.seed,
-            split_hash=split.hash, cell_hash=cell.hash))
-        self.active = child
-        child.log_params({**cell.params, **self._split_params(cell)})
-        result = evaluate_cell(cell, refs, Callbacks(on_epoch=lambda epoch, m: child.log_metrics(m, step=epoch)),
-                               show_progress=self.cfg.show_progress, epoch_eval_size=self.cfg.epoch_eval_size)
-        if cell.method is None:  # reference rows: their training curves and checkpoints
-            for row in result.history:
-                child.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-            child.set_tags(result.info)
-            if self.cfg.log_models and (cell.name == "retrain" or split.seed == self.p.seeds[0]):
-                child.log_artifact(self.references.cache.path(result.info["cache_key"]), "model")
-        child.log_metrics(result.metrics)
-        for name, table in result.tables.items():
-            child.log_dict(json.loads(table.to_json(orient="split", index=False)), f"attacks/{name}.json")
-        if result.skipped:
-            child.set_tags({"skipped_attacks": ",".join(result.skipped)})
-        for name, text in result.attack_errors.items():
-            child.log_text(text, f"attack_errors/{name}.txt")
-            self.failures.append({"method": cell.name, "seed": split.seed, "run_id": child.run_id,
-                                  "error": f"attack {name} failed: {text.splitlines()[0]}",
-                                  "where": child.location(f"attack_errors/{name}.txt")})
-        if result.ok:
-            child.set_tags({"attack_errors": ",".join(result.attack_errors)} if result.attack_errors else {})
-        else:
-            child.log_text(result.traceback or result.error, "traceback.txt")
-            child.set_tags({"error": result.error[:500]})
-            self.failures.append({"method": cell.name, "seed": split.seed, "error": result.error,
-                                  "run_id": child.run_id, "where": child.location("traceback.txt")})
-            log.error("%s seed=%d FAILED: %s (run %s)", cell.name, split.seed, result.error, child.run_id)
-        child.end(result.status)
-        self.active = None
-        self._add_row(cell, result.status, result.metrics, child.run_id)
-        if result.ok:
-            self._log_line(cell, result)
+    def run_cell(self, parent: TrackedRun, cell: Cell, models: SplitModels) -> Recorded:
+        """Evaluate and record one cell under `parent`; its row and failures join the run's."""
+        recorded = self.recorder_for(parent).record(cell, models)
+        self.rows.append(recorded.row())
+        self.failures += recorded.failures
+        if recorded.ok:
+            self._log_line(recorded)
+        return recorded
 
-    def _log_line(self, cell: Cell, result: CellResult) -> None:
-        m = result.metrics
-        head = f"{self._label(cell)}:"
+    def _log_line(self, recorded: Recorded) -> None:
+        cell, m, result = recorded.cell, recorded.metrics, recorded.result
+        head = f"{self.recorder.label(cell)}:"
         if cell.name == "original":
             head += f" trained in {m['train_seconds']:.1f} s (cached: {result.info['cached']})"
         elif "unlearn_seconds" in m:
@@ -274,30 +245,11 @@ class Runner:
         shown += [f"{k} {v:.3f}" for k, v in m.items() if k in self.attack_columns]
         log.info("%s; %s", head, ", ".join(shown))
 
-    def _label(self, cell: Cell) -> str:
-        """'simple e=5 targeted-red seed=0': the child run's name and its log lines (budget and scenario
-        only where the benchmark has several)."""
-        return " ".join([cell.name, *([f"e={cell.budget:g}"] if cell.budget is not None else []),
-                         *([cell.split.scenario] if len(self.p.scenarios) > 1 else []), f"seed={cell.split.seed}"])
-
-    # -- bookkeeping ---------------------------------------------------------------------------------
-    def _add_row(self, cell: Cell, status: str, metrics: dict, run_id: str) -> None:
-        self.rows.append({"method": cell.name, "scenario": cell.split.scenario, "epochs": cell.budget,
-                          "seed": cell.split.seed, "status": status, "run_id": run_id, "cell_hash": cell.hash,
-                          **metrics})
-
     def _tags(self, **extra) -> dict:
-        return {"harness_version": __version__, "git_commit": git_commit(), "device": str(self.compute.device),
-                "device_name": self.references.device_name, "profile": self.p.profile.name,
-                "scenario": "+".join(s.name for s in self.p.scenarios), "model": self.p.model.name, **extra}
-
-    def _split_params(self, cell: Cell) -> dict:
-        split = cell.split
-        extra = {"train_seed": ORIGINAL_SEED, **self.p.profile.recipe.as_dict()} if cell.name == "original" else {}
-        return {**extra, "seed": split.seed, "scenario": split.scenario, "profile": self.p.profile.name,
-                "split_hash": split.hash, "model": self.p.model.name, "precision": self.compute.precision,
-                **{f"n_{k}": v for k, v in split.sizes().items()},
-                **{f"scenario_{k}": v for k, v in {**split.options, **split.info}.items()}}
+        p = self.p
+        return {"harness_version": __version__, "git_commit": git_commit(), "device": str(p.device),
+                "device_name": self.models.device_name, "profile": p.profile.name,
+                "scenario": "+".join(s.name for s in p.scenarios), "model": p.model.name, **extra}
 
     def _parent_params(self) -> dict:
         p = self.p
@@ -307,8 +259,8 @@ class Runner:
                 "epochs": ",".join(f"{b:g}" for b in p.epochs) or "method defaults",
                 "profile": p.profile.name, "model": p.model.name, "data_fingerprint": p.data.fingerprint,
                 **{f"recipe.{k}": v for k, v in p.profile.recipe.as_dict().items()},
-                "train_size": p.profile.train_size, "precision": self.compute.precision,
-                "references": p.n_references, **speeds}
+                "train_size": p.profile.train_size, "precision": p.profile.precision,
+                "references": p.bank_size, **speeds}
 
     def log_summary(self, parent: TrackedRun, result: RunResult) -> None:
         """Every cell's row as results.json, and the failures (the report is made from the store)."""

@@ -21,7 +21,7 @@ from .evaluation import Outputs, model_outputs, run_attack
 from .metrics import attack_metric_name
 from .params import Float, Int, ParamError
 from .profiles import Recipe
-from .references import References
+from .reference_models import ReferenceModels
 from .registry import Attack, Method, Scenario
 from .splits import Pool, Split
 
@@ -56,20 +56,20 @@ class Bench:
     forget: torch.Tensor
     validation: torch.Tensor
     test: torch.Tensor
-    service: References  # trains the bench's retrain and reference-bank models (the harness's own path)
+    service: ReferenceModels  # trains the bench's retrain and reference-bank models (the harness's own path)
 
     @classmethod
     def build(cls, model_factory: Callable[[], nn.Module], data: ImageData | None = None) -> "Bench":
         data = data or synthetic_data()
         train, heldout = torch.arange(data.n_train), torch.arange(data.n_train, len(data.labels))
-        refs = References(data, CPU, "bench", model_factory, Recipe(epochs=2, batch_size=32, augment=False),
+        refs = ReferenceModels(data, CPU, "bench", model_factory, Recipe(epochs=2, batch_size=32, augment=False),
                           cache=None, show_progress=False, calibration_steps=2, warmup_steps=1)
         original = refs.train(train, seed=0).model
         return cls(data, model_factory, original, train[24:], train[:24], heldout[:40], heldout[40:], refs)
 
     def references(self, k: int = 0):
-        """The bench split's SplitReferences (original, retrain, a bank of `k`), as a run builds them."""
-        return self.service.for_split(self.split(), references=k)
+        """The bench split's SplitModels (original, retrain, a bank of `k`), as a run builds them."""
+        return self.service.for_split(self.split(), bank_size=k)
 
     def method_arguments(self, seed: int = 0, on_epoch=None):
         """(model, data, ctx) as the harness hands them to a method, on this bench."""
@@ -185,7 +185,7 @@ def check_attack(attack: Attack, bench: Bench) -> None:
     declared metrics and DataFrames as tables, the same twice for the same seed, on the original and on a
     fresh (untrained) model."""
     params = attack.resolve()
-    refs = bench.references(attack.references_needed(params))
+    refs = bench.references(attack.bank_needed(params))
     assert refs.unmet(attack, params) is None, refs.unmet(attack, params)
     engine.seed_everything(0)
     fresh = bench.outputs(CPU.prepare(bench.model_factory()).eval())

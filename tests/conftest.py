@@ -18,7 +18,7 @@ import torch
 from harness.cell import method_arguments
 from harness.data import CLASSES, ImageData
 from harness.profiles import Recipe
-from harness.references import References
+from harness.reference_models import ReferenceModels
 from harness.testing import CPU, Bench, count_batches, synthetic_arrays, synthetic_data
 
 warnings.filterwarnings("ignore", message=".*noload loader strategy.*")
@@ -67,7 +67,7 @@ def resnet_factory():
 @pytest.fixture(scope="session")
 def tiny_original(tiny_data, resnet_factory):
     """A ResNet18 trained two epochs on the tiny training set: the 'original' where ResNet18's layers matter."""
-    refs = References(tiny_data, CPU, "resnet18", resnet_factory, Recipe(epochs=2, batch_size=32, augment=False),
+    refs = ReferenceModels(tiny_data, CPU, "resnet18", resnet_factory, Recipe(epochs=2, batch_size=32, augment=False),
                       cache=None, show_progress=False)
     return refs.train(torch.arange(tiny_data.n_train), seed=0).model
 

@@ -1,4 +1,4 @@
-"""Statistics of harness.analysis on small synthetic result frames (no training)."""
+"""Statistics of harness.reporting.analysis on small synthetic result frames (no training)."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from harness import analysis
-from harness.report import headers
+from harness.reporting import analysis
+from harness.reporting.tables import headers
 
 ATTACK_METRICS = {"mia": {
     "auc": {"target": 0.5, "label": "MIA AUC"},
@@ -58,7 +58,7 @@ def synthetic_frame(scenarios=("random", "targeted-red"), budgets=(5, 9), method
 def synthetic_curves(frame: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch accuracies rising to each method row's final values (steps 1..epochs)."""
     rows = []
-    for _, r in frame[~frame["method"].isin(analysis.REFERENCES)].iterrows():
+    for _, r in frame[~frame["method"].isin(analysis.REFERENCE_ROWS)].iterrows():
         epochs = int(r["epochs"]) if not pd.isna(r["epochs"]) else 4
         for step in range(1, epochs + 1):
             for name in ("retain", "forget", "validation"):

@@ -10,7 +10,7 @@ from harness import AttackInput, Outputs, PrepareInput, ReferenceOutputs
 from harness.evaluation import run_attack
 from harness.host import Host
 from harness.params import ParamError
-from plugins.attacks import forget_quality as fq
+from harness_plugins.attacks import forget_quality as fq
 
 D = 1e-5
 SPLITS = ("retain", "forget", "validation", "test")
@@ -264,11 +264,11 @@ def test_registration_declares_its_needs():
     attack = component()
     params = attack.resolve()
     assert params == {"models": 3, "bootstrap": 500}
-    assert attack.references_needed(params) == 6 and attack.reruns_needed(params) == 2
-    assert attack.references_needed({**params, "models": 10}) == 20 and attack.reruns_needed({**params, "models": 10}) == 9
+    assert attack.bank_needed(params) == 6 and attack.reruns_needed(params) == 2
+    assert attack.bank_needed({**params, "models": 10}) == 20 and attack.reruns_needed({**params, "models": 10}) == 9
     assert attack.metrics["relative"].interval == ("relative_low", "relative_high")
     assert attack.metrics["relative"].target == 1.0 and attack.metrics["score"].higher_is_better
     assert not attack.metrics["models"].summary and attack.prepare is not None
-    assert attack.unmet(params, retrain=False, references=5) is not None
+    assert attack.unmet(params, retrain=False, bank_size=5) is not None
     with pytest.raises(ParamError):
         attack.resolve({"models": 2})

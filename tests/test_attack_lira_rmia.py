@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from harness import AttackInput, AttackResult, Outputs, PrepareInput, ReferenceOutputs
 from harness.evaluation import run_attack
 from harness.host import Host
-from plugins.attacks import lira, rmia
+from harness_plugins.attacks import lira, rmia
 
 SPLITS = ("forget", "test")
 
@@ -28,7 +28,7 @@ def target(phi: dict, offset: int = 1000) -> Outputs:
 
 
 def bank(phi: dict) -> ReferenceOutputs:
-    """References with confidences phi[split] of shape (K, n)."""
+    """ReferenceModels with confidences phi[split] of shape (K, n)."""
     return ReferenceOutputs({s: phi_logits(phi[s]) for s in SPLITS},
                             {s: torch.zeros(phi[s].shape[1], dtype=torch.long) for s in SPLITS})
 
@@ -210,7 +210,7 @@ def test_rmia_calibrates_a_on_the_original_only():
 
 
 def test_registration_through_the_host():
-    assert LIRA.references_needed(LIRA.resolve()) >= 2 and RMIA.references_needed(RMIA.resolve()) >= 1
+    assert LIRA.bank_needed(LIRA.resolve()) >= 2 and RMIA.bank_needed(RMIA.resolve()) >= 1
     assert LIRA.prepare is None and RMIA.prepare is not None
     assert LIRA.resolve() == {"bootstrap": 500, "top": 20}
     assert RMIA.resolve() == {"a": 0.3, "calibrate": "original", "gamma": 1.0, "bootstrap": 500, "top": 20}
@@ -224,8 +224,8 @@ def test_registration_through_the_host():
         assert component.metrics["auc"].target == 0.5 and component.metrics["tpr_01pct"].target == 0.001
     assert not RMIA.metrics["a"].summary
     one = ReferenceOutputs({s: torch.zeros(1, 3, 2) for s in SPLITS}, {s: torch.zeros(3, dtype=torch.long) for s in SPLITS})
-    assert "needs 2 reference" in LIRA.unmet(LIRA.resolve(), retrain=False, references=len(one))
-    assert RMIA.unmet(RMIA.resolve(), retrain=False, references=len(one)) is None
+    assert "needs 2 reference" in LIRA.unmet(LIRA.resolve(), retrain=False, bank_size=len(one))
+    assert RMIA.unmet(RMIA.resolve(), retrain=False, bank_size=len(one)) is None
 
 
 @pytest.mark.parametrize("component", [LIRA, RMIA], ids=["lira", "rmia"])

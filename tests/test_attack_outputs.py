@@ -7,7 +7,7 @@ from scipy.spatial.distance import jensenshannon
 
 from harness.evaluation import AttackInput, Outputs, run_attack
 from harness.host import Host
-from plugins.attacks import feature_cka, output_distance, svc_efficacy
+from harness_plugins.attacks import feature_cka, output_distance, svc_efficacy
 
 SPLITS = ("retain", "forget", "validation", "test")
 HOST = Host()
@@ -148,4 +148,4 @@ def test_registration_declares_needs_and_verdicts():
                                  ("zrf", ("retrain", "random"), "zrf_diff"), ("feature-cka", ("retrain",), "cka_delta")):
         component = HOST.attacks.get(name)
         assert component.needs == needs and component.metrics[verdict].interval is not None
-        assert "retrain" in component.unmet(component.resolve(), retrain=False, references=0)
+        assert "retrain" in component.unmet(component.resolve(), retrain=False, bank_size=0)

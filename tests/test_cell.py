@@ -6,7 +6,7 @@ from harness import Int
 from harness.cell import Callbacks, Cell, Configured, evaluate_cell
 from harness.host import default_host
 from harness.profiles import PROFILES, Recipe
-from harness.references import References
+from harness.reference_models import ReferenceModels
 from harness.registry import Method
 from harness.splits import make_split
 
@@ -19,7 +19,7 @@ HOST = default_host()
 def refs():
     data = synthetic_data(500, 450)
     split = make_split(data, PROFILES["smoke"], HOST.scenarios.get("random"), 0)
-    service = References(data, CPU, "tiny-cnn", tiny_factory, Recipe(epochs=1, batch_size=64, augment=False), None,
+    service = ReferenceModels(data, CPU, "tiny-cnn", tiny_factory, Recipe(epochs=1, batch_size=64, augment=False), None,
                          show_progress=False, calibration_steps=2, warmup_steps=1)
     return service.for_split(split)
 

@@ -17,7 +17,7 @@ SMOKE = ["--profile", "smoke", "--model", "tiny-cnn", "--quiet"]
 
 @pytest.mark.parametrize("args, message", [
     (["--methods", "simple,bogus"], "unknown method 'bogus'"),
-    (["--methods", ","], "',' names nothing; leave --methods out for the default"),
+    (["--methods", ","], "--methods ',' names nothing; leave it out for the default"),
     (["--attacks", ","], "names nothing"),
     (["--scenario", "red"], "unknown scenario 'red'"),
     (["--profile", "gpu"], "Valid profiles: cpu, paper, smoke"),
@@ -136,14 +136,14 @@ def test_check_passes_for_the_example_plugin_and_fails_for_a_bad_name():
 
 
 def test_seed_ranges():
-    from harness.cli import _parse_seeds
+    from harness.spec import seed_list
 
-    assert _parse_seeds("0-2,5") == [0, 1, 2, 5]
+    assert seed_list("0-2,5", "--seeds") == (0, 1, 2, 5)
 
 
 def test_ui_serves_the_same_store_on_loopback(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr("harness.cli.os.execv", lambda exe, cmd: calls.append(cmd))
+    monkeypatch.setattr("os.execv", lambda exe, cmd: calls.append(cmd))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     result = invoke("ui", "--port", "5055")
@@ -284,7 +284,7 @@ def test_protocol_lists_then_ui_view_and_an_exact_reproduction(tmp_path, monkeyp
     assert cell["tags.mlflow.runName"] == "simple e=2 class seed=0" and cell["params.epochs"] == "2"
 
     calls = []
-    monkeypatch.setattr("harness.cli.os.execv", lambda exe, cmd: calls.append(cmd))
+    monkeypatch.setattr("os.execv", lambda exe, cmd: calls.append(cmd))
     shown = invoke("ui", "--tracking-uri", uri, "--port", "5055")
     assert shown.exit_code == 0 and calls
     assert f"#/experiments/{cell['experiment_id']}/runs?viewStateShareKey=benchmark" in shown.output
@@ -318,7 +318,7 @@ def test_a_worker_takes_its_store_from_mlflow_tracking_uri(tmp_path, monkeypatch
         seen.append(local.tracking_uri)
         raise SystemExit(0)
 
-    monkeypatch.setattr("harness.distributed.join", join)
+    monkeypatch.setattr("harness.fleet.benchmark.join", join)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     invoke("worker", "--benchmark", "b", "--storage", f"journal:{tmp_path / 'q.log'}")

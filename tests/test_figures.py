@@ -1,4 +1,4 @@
-"""harness.figures on synthetic result frames: panels, method order and colours, skipping, rendering."""
+"""harness.reporting.figures on synthetic result frames: panels, method order and colours, skipping, rendering."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,7 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from harness import analysis, figures
+from harness.reporting import analysis, figures
 from tests.test_analysis import ATTACK_METRICS, synthetic_curves, synthetic_frame
 
 ORDER = ["original", "retrain", "finetune", "rotate", "pruning"]

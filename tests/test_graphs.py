@@ -194,11 +194,11 @@ def test_every_builtin_method_gives_the_same_model_with_captured_steps(name, wid
 def test_the_retrain_clock_times_only_replays():
     """The steps behind every "% of retrain" are timed after the warm-up and the recording, never with them."""
     from harness.profiles import Recipe
-    from harness.references import References
+    from harness.reference_models import ReferenceModels
     from harness.testing import Bench
 
     bench = Bench.build(tiny_factory, synthetic_data(300, 80))
-    refs = References(bench.data, GRAPHED, "tiny", tiny_factory, Recipe(epochs=2, batch_size=16, augment=False),
+    refs = ReferenceModels(bench.data, GRAPHED, "tiny", tiny_factory, Recipe(epochs=2, batch_size=16, augment=False),
                       cache=None, show_progress=False, calibration_steps=4, warmup_steps=1)
     clock = refs.retrain_clock(bench.split())
     counts = graphs.runner(clock.optimizer, GRAPHED.device, capture=True).counts

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from harness.host import default_host
-from plugins.methods import deviation as dev
+from harness_plugins.methods import deviation as dev
 
 from .conftest import method_inputs
 

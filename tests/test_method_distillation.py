@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.host import default_host
-from plugins.methods.distillation import kl_to_teacher, reset_first_and_last, soft_cross_entropy
+from harness_plugins.methods.distillation import kl_to_teacher, reset_first_and_last, soft_cross_entropy
 
 from .conftest import method_inputs
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.host import default_host
-from plugins.methods import divergence as div
+from harness_plugins.methods import divergence as div
 
 from .conftest import method_inputs
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.host import default_host
-from plugins.methods import gradient as grad
+from harness_plugins.methods import gradient as grad
 
 from .conftest import method_inputs
 

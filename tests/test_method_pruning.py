@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from harness.host import default_host
-from plugins.methods.pruning import entropy, global_l1_masks, prunable, prune_and_reinit
+from harness_plugins.methods.pruning import entropy, global_l1_masks, prunable, prune_and_reinit
 
 from .conftest import count_batches, method_inputs
 

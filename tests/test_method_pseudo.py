@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-import plugins.methods.pseudo as pseudo_module
+import harness_plugins.methods.pseudo as pseudo_module
 from harness.host import default_host
-from plugins.methods.pseudo import normalised_entropy, pseudo_labels
+from harness_plugins.methods.pseudo import normalised_entropy, pseudo_labels
 
 from .conftest import method_inputs
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from harness.host import default_host
-from plugins.methods.rotate import transpose_conv_kernels
+from harness_plugins.methods.rotate import transpose_conv_kernels
 
 from .conftest import method_inputs
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import mlflow_view as mv
+from harness.reporting import mlflow_view as mv
 
 from .test_mlflow_view import ATTACK_METRICS, KEYS, METHODS, SEEDS, write_smoke_benchmark
 

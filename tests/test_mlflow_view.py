@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from harness import mlflow_view as mv
+from harness.reporting import mlflow_view as mv
 from harness.tracking import FINISHED, KILLED, MlflowTracker
 
 METHODS = ["original", "retrain", "simple", "rotate", "gradient"]

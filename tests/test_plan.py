@@ -4,30 +4,31 @@ import math
 import pytest
 
 from harness import engine
-from harness.plan import RunConfig, UsageError, plan
+from harness.plan import UsageError, plan
+from harness.spec import configure
 from harness.profiles import Recipe, warmup_cosine
 
 
 def config(npz_dir, cache, **kw):
-    return RunConfig(**{**dict(methods=["simple"], profile="smoke", model="tiny-cnn", data_dir=str(npz_dir),
+    return configure(**{**dict(methods=["simple"], profile="smoke", model="tiny-cnn", data_dir=str(npz_dir),
                                 cache_dir=str(cache), show_progress=False), **kw})
 
 
 def test_cells_are_the_reference_rows_then_the_methods(npz_dir, tmp_path):
-    p = plan(config(npz_dir, tmp_path, methods=["retrain", "rotate", "simple", "rotate"], seeds=[1, 0]))
+    p = plan(*config(npz_dir, tmp_path, methods=["retrain", "rotate", "simple", "rotate"], seeds=[1, 0]))
     assert p.seeds == (1, 0) and set(p.splits) == {("random", 0), ("random", 1)}
     assert [c.name for c in p.cells(p.split(0))] == ["original", "retrain", "rotate", "simple"]
     hashes = [c.hash for s in p.seeds for c in p.cells(p.split(s))]
     assert len(set(hashes)) == len(hashes)
     described = p.describe()
     assert described["methods"]["simple"]["epochs"] == 5 and described["metrics"]["mia"]["auc"]["target"] == 0.5
-    assert plan(config(npz_dir, tmp_path, methods=["retrain", "rotate", "simple"], seeds=[1, 0])).hash == p.hash
+    assert plan(*config(npz_dir, tmp_path, methods=["retrain", "rotate", "simple"], seeds=[1, 0])).hash == p.hash
 
 
 def test_scenarios_and_epoch_budgets_make_one_cell_each(npz_dir, tmp_path):
     """A cell is (method, scenario, seed, epochs, parameters): each budget sets the method's `epochs`, the
     reference rows are once per split, and every cell has its own hash."""
-    p = plan(config(npz_dir, tmp_path, methods=["rotate", "simple"], scenarios=["random", "class"], seeds=[0, 1],
+    p = plan(*config(npz_dir, tmp_path, methods=["rotate", "simple"], scenarios=["random", "class"], seeds=[0, 1],
                     epochs=[2, 3]))
     assert [(s.scenario, s.seed) for s in p.work()] == [("random", 0), ("random", 1), ("class", 0), ("class", 1)]
     cells = p.cells(p.split(0, "class"))
@@ -37,12 +38,12 @@ def test_scenarios_and_epoch_budgets_make_one_cell_each(npz_dir, tmp_path):
     hashes = [c.hash for s in p.work() for c in p.cells(s)]
     assert len(set(hashes)) == len(hashes) == 4 * 6
     assert p.experiment == "unlearning-random+class" and p.describe()["epochs"] == [2, 3]
-    assert plan(config(npz_dir, tmp_path, methods=["rotate", "simple"], scenarios=["random", "class"], seeds=[0, 1],
+    assert plan(*config(npz_dir, tmp_path, methods=["rotate", "simple"], scenarios=["random", "class"], seeds=[0, 1],
                        epochs=[2])).hash != p.hash
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(epochs=[2], methods=["simple"], method_params={"simple": {"epochs": 3}}), "given by --param and by --epochs"),
+    (dict(epochs=[2], methods=["simple"], params={"simple": {"epochs": 3}}), "given by --param and by --epochs"),
     (dict(epochs=[0]), "budgets are positive"),
     (dict(epochs=[99]), "--epochs 99"),
     (dict(scenarios=["random", "nope"]), "Valid scenarios"),
@@ -51,7 +52,7 @@ def test_scenarios_and_epoch_budgets_make_one_cell_each(npz_dir, tmp_path):
 ])
 def test_bad_budgets_and_scenarios_are_refused_before_any_work(npz_dir, tmp_path, kw, message):
     with pytest.raises(UsageError, match=message):
-        plan(config(npz_dir, tmp_path, **kw))
+        plan(*config(npz_dir, tmp_path, **kw))
 
 
 def test_a_method_without_epochs_cannot_take_a_budget(npz_dir, tmp_path):
@@ -61,7 +62,7 @@ def test_a_method_without_epochs_cannot_take_a_budget(npz_dir, tmp_path):
     host = discover()
     host.methods.add(Method("no-epochs", lambda model, data, params, ctx: model))
     with pytest.raises(UsageError, match="has none"):
-        plan(config(npz_dir, tmp_path, methods=["no-epochs"], epochs=[2]), host)
+        plan(*config(npz_dir, tmp_path, methods=["no-epochs"], epochs=[2]), host)
 
 
 def test_auto_precision_is_measured_once_per_machine(npz_dir, tmp_path, monkeypatch):
@@ -72,11 +73,11 @@ def test_auto_precision_is_measured_once_per_machine(npz_dir, tmp_path, monkeypa
         return {"fp32": 100.0, "bf16": 250.0}
 
     monkeypatch.setattr(engine, "precision_speeds", speeds)
-    first = plan(config(npz_dir, tmp_path, precision="auto"))
-    again = plan(config(npz_dir, tmp_path, precision="auto"))
+    first = plan(*config(npz_dir, tmp_path, precision="auto"))
+    again = plan(*config(npz_dir, tmp_path, precision="auto"))
     assert first.profile.precision == again.profile.precision == "bf16" and len(calls) == 1
     assert first.precision_speeds == {"fp32": 100.0, "bf16": 250.0}
-    assert plan(config(npz_dir, tmp_path, precision="fp32")).profile.precision == "fp32"
+    assert plan(*config(npz_dir, tmp_path, precision="fp32")).profile.precision == "fp32"
 
 
 def test_precision_speeds_measures_both():
@@ -97,4 +98,4 @@ def test_warm_up_then_cosine():
 def test_usage_errors_come_before_the_data_is_read(tmp_path):
     """A bad name is reported even when the data folder does not exist: validation goes first."""
     with pytest.raises(UsageError, match="unknown method 'nope'"):
-        plan(RunConfig(methods=["nope"], data_dir=str(tmp_path / "missing")))
+        plan(*configure(methods=["nope"], data_dir=str(tmp_path / "missing")))

@@ -9,7 +9,7 @@ from harness.cell import Cell, Configured, evaluate_cell
 from harness.engine import predict
 from harness.host import Host, default_host
 from harness.profiles import PROFILES, Recipe
-from harness.references import References, bank_seeds, witness_seed
+from harness.reference_models import ReferenceModels, bank_seeds, witness_seed
 from harness.registry import Attack
 from harness.splits import make_split
 
@@ -20,7 +20,7 @@ RECIPE = Recipe(epochs=1, batch_size=64, augment=False)
 
 
 def service(data, cache=None):
-    return References(data, CPU, "tiny-cnn", tiny_factory, RECIPE, cache, show_progress=False, calibration_steps=2,
+    return ReferenceModels(data, CPU, "tiny-cnn", tiny_factory, RECIPE, cache, show_progress=False, calibration_steps=2,
                       warmup_steps=1)
 
 
@@ -44,7 +44,7 @@ def test_bank_seeds_avoid_the_gold_retrain_and_grow_by_prefix():
 
 def test_bank_logits_match_the_models_and_are_cached_as_float16(data, split, tmp_path):
     cache = ModelCache(tmp_path)
-    refs = service(data, cache).for_split(split, references=2)
+    refs = service(data, cache).for_split(split, bank_size=2)
     bank = refs.bank
     assert len(bank) == 2 and bank.seeds == tuple(bank_seeds(split.seed, 2))
     assert bank.logits["forget"].shape == (2, len(split.forget), 10) and bank.logits["forget"].dtype == torch.float32
@@ -61,7 +61,7 @@ def test_bank_logits_match_the_models_and_are_cached_as_float16(data, split, tmp
 
 def test_a_later_run_reads_cached_bank_logits_without_training(data, split, tmp_path, monkeypatch):
     cache = ModelCache(tmp_path)
-    first = service(data, cache).for_split(split, references=2).bank
+    first = service(data, cache).for_split(split, bank_size=2).bank
     fresh = service(data, cache)
     monkeypatch.setattr(fresh, "_train", lambda *a, **k: pytest.fail("a cached reference was trained again"))
     again = fresh.bank(split, 2)
@@ -81,7 +81,7 @@ def test_attacks_are_given_what_they_declare_and_skipped_with_a_reason_otherwise
     needy = Configured(Attack("needy", spy, metrics={"x": Metric()}, references=3), {})
     modest = Configured(Attack("modest", spy, metrics={"x": Metric()}, references=1, needs=("random",),
                                space={"tag": Int(0, 9, default=1)}), {"tag": 1})
-    refs = service(data).for_split(split, references=2)
+    refs = service(data).for_split(split, bank_size=2)
     row = Cell("original", None, {}, split, (needy, modest), {})
     result = evaluate_cell(row, refs)
     assert "needy" in result.skipped and "--references 3" in result.skipped["needy"]
@@ -103,7 +103,7 @@ def test_reruns_run_the_method_again_with_other_seeds(data, split):
         return AttackResult({"x": float(len(inputs.reruns))}, {"top": __import__("pandas").DataFrame({"a": [1]})})
 
     attack = Configured(Attack("cmp", compare, metrics={"x": Metric()}, reruns=lambda p: 2), {})
-    refs = service(data).for_split(split, references=2)
+    refs = service(data).for_split(split, bank_size=2)
     method = HOST.methods.get("simple")
     cell = Cell("simple", method, method.resolve({"epochs": 1}), split, (attack,), {})
     result = evaluate_cell(cell, refs)
@@ -172,5 +172,5 @@ def test_the_readme_attack_example_registers_and_passes_the_conformance_check(be
     host = Host()
     assert host.add_plugin(module, name="readme-attack").ok
     attack = host.attacks.get("deviation-auc")
-    assert attack.references_needed(attack.resolve()) == 2
+    assert attack.bank_needed(attack.resolve()) == 2
     testing.check_attack(attack, bench)

@@ -8,7 +8,7 @@ import torch
 from harness import Int, Metric, hookimpl
 from harness.cache import ModelCache
 from harness.host import discover
-from harness.plan import RunConfig
+from harness.spec import configure
 from harness.runner import run
 from harness.tracking import FAILED, FINISHED, KILLED, MemoryTracker
 
@@ -75,15 +75,15 @@ def small_forget_grids(request, monkeypatch):
         return
     import functools
 
-    import harness.report
+    import harness.reporting.tables
 
-    monkeypatch.setattr(harness.report, "forget_grid", functools.partial(harness.report.forget_grid, limit=1))
+    monkeypatch.setattr(harness.reporting.tables, "forget_grid", functools.partial(harness.reporting.tables.forget_grid, limit=1))
 
 
 def config(npz_dir, cache, **kw):
     base = dict(methods=["simple"], profile="smoke", model="tiny-cnn", data_dir=str(npz_dir), cache_dir=str(cache),
-                show_progress=False, method_params={"simple": {"epochs": 2}}, attacks=["mia"])
-    return RunConfig(**{**base, **kw})
+                show_progress=False, params={"simple": {"epochs": 2}}, attacks=["mia"])
+    return configure(**{**base, **kw})
 
 
 def children(tracker):
@@ -96,7 +96,7 @@ def child(tracker, name):
 
 def test_run_logs_parent_children_params_curves_and_metrics(npz_dir, tmp_path, host):
     tracker = MemoryTracker()
-    result = run(config(npz_dir, tmp_path, seeds=[0, 1]), host, tracker)
+    result = run(*config(npz_dir, tmp_path, seeds=[0, 1]), host, tracker)
     parent = tracker.runs[0]
     assert parent.status == FINISHED and parent.tags["run_kind"] == "parent"
     assert {"results.json", "config.json", "cells.json"} <= set(parent.artifacts)
@@ -123,11 +123,11 @@ def test_run_logs_parent_children_params_curves_and_metrics(npz_dir, tmp_path, h
 
 def test_models_are_cached_and_results_repeatable(npz_dir, tmp_path, host):
     first, second = MemoryTracker(), MemoryTracker()
-    a = run(config(npz_dir, tmp_path), host, first)
-    b = run(config(npz_dir, tmp_path), host, second)
+    a = run(*config(npz_dir, tmp_path), host, first)
+    b = run(*config(npz_dir, tmp_path), host, second)
     assert child(first, "original seed=0").tags["cached"] == "False"
     assert child(second, "original seed=0").tags["cached"] == "True"
-    fresh = run(config(npz_dir, tmp_path / "other-cache"), host, MemoryTracker())
+    fresh = run(*config(npz_dir, tmp_path / "other-cache"), host, MemoryTracker())
     for other in (b, fresh):  # same seed: same split and, on the CPU, the same metrics
         for row_a, row_b in zip(a.rows, other.rows):
             assert row_a["acc_forget"] == row_b["acc_forget"] and row_a["mia/auc"] == row_b["mia/auc"]
@@ -135,14 +135,14 @@ def test_models_are_cached_and_results_repeatable(npz_dir, tmp_path, host):
 
 def test_retrain_time_is_measured_now_not_recalled(npz_dir, tmp_path, host):
     """A cached retrain that claims it took 1000x longer does not make a method look 1000x cheaper."""
-    honest = run(config(npz_dir, tmp_path), host, MemoryTracker())
+    honest = run(*config(npz_dir, tmp_path), host, MemoryTracker())
     cache = ModelCache(tmp_path / "models")
     for path in cache.root.glob("*.pt"):
         blob = torch.load(path, weights_only=True)
         blob["meta"]["train_seconds"] *= 1000
         torch.save(blob, path)
     tracker = MemoryTracker()
-    tampered = run(config(npz_dir, tmp_path), host, tracker)
+    tampered = run(*config(npz_dir, tmp_path), host, tracker)
     row = {r["method"]: r for r in tampered.rows}
     base = {r["method"]: r for r in honest.rows}
     assert row["retrain"]["retrain_seconds_recorded"] == pytest.approx(1000 * base["retrain"]["retrain_seconds_recorded"])
@@ -154,7 +154,7 @@ def test_retrain_time_is_measured_now_not_recalled(npz_dir, tmp_path, host):
 def test_failing_methods_are_isolated_with_their_reason(npz_dir, tmp_path, host):
     tracker = MemoryTracker()
     methods = ["broken", "not-a-model", "exits", "nan-weights", "simple"]
-    result = run(config(npz_dir, tmp_path, methods=methods), host, tracker)
+    result = run(*config(npz_dir, tmp_path, methods=methods), host, tracker)
     status = {r.name: r.status for r in children(tracker)}
     assert [status[f"{m} seed=0"] for m in methods] == [FAILED] * 4 + [FINISHED]
     errors = {f["method"]: f["error"] for f in result.failures}
@@ -168,9 +168,9 @@ def test_failing_methods_are_isolated_with_their_reason(npz_dir, tmp_path, host)
 
 
 def test_a_method_that_zeroes_the_shared_images_fails_and_spoils_nothing(npz_dir, tmp_path, host):
-    clean = run(config(npz_dir, tmp_path), host, MemoryTracker())
+    clean = run(*config(npz_dir, tmp_path), host, MemoryTracker())
     tracker = MemoryTracker()
-    spoiled = run(config(npz_dir, tmp_path, methods=["zero-images", "simple"]), host, tracker)
+    spoiled = run(*config(npz_dir, tmp_path, methods=["zero-images", "simple"]), host, tracker)
     assert child(tracker, "zero-images seed=0").status == FAILED
     assert "modified the shared images" in spoiled.failures[0]["error"]
     after = next(r for r in spoiled.rows if r["method"] == "simple")
@@ -180,7 +180,7 @@ def test_a_method_that_zeroes_the_shared_images_fails_and_spoils_nothing(npz_dir
 
 def test_attack_failures_are_failures_and_attack_metrics_are_namespaced(npz_dir, tmp_path, host):
     tracker = MemoryTracker()
-    result = run(config(npz_dir, tmp_path, attacks=["mia", "always-fails", "shadows"]), host, tracker)
+    result = run(*config(npz_dir, tmp_path, attacks=["mia", "always-fails", "shadows"]), host, tracker)
     failing = [f for f in result.failures if "always-fails" in f["error"]]
     assert len(failing) == 3 and "this attack is broken" in failing[0]["error"]  # original, retrain, simple
     assert tracker.runs[0].status == FAILED
@@ -196,7 +196,7 @@ def test_interrupt_marks_killed_and_resume_skips_finished_cells(npz_dir, tmp_pat
     STATE["interrupt"] = True
     try:
         with pytest.raises(KeyboardInterrupt):
-            run(cfg, host, tracker)
+            run(*cfg, host, tracker)
     finally:
         STATE["interrupt"] = False
     assert tracker.runs[0].status == KILLED
@@ -204,7 +204,7 @@ def test_interrupt_marks_killed_and_resume_skips_finished_cells(npz_dir, tmp_pat
     finished_before = {r.name for r in children(tracker) if r.status == FINISHED}
     assert finished_before == {"original seed=0", "retrain seed=0", "simple seed=0"}
 
-    result = run(cfg, host, tracker)  # the same command again
+    result = run(*cfg, host, tracker)  # the same command again
     parents = [r for r in tracker.runs if r.tags.get("run_kind") == "parent"]
     assert len(parents) == 1 and parents[0].status == FINISHED
     rerun = [r.name for r in children(tracker)][len(finished_before) + 1:]
@@ -222,10 +222,10 @@ def test_resume_against_a_real_mlflow_sqlite_store(npz_dir, tmp_path, host, sqli
     STATE["interrupt"] = True
     try:
         with pytest.raises(KeyboardInterrupt):
-            run(cfg, host, MlflowTracker(uri, "resume-test"))
+            run(*cfg, host, MlflowTracker(uri, "resume-test"))
     finally:
         STATE["interrupt"] = False
-    result = run(cfg, host, MlflowTracker(uri, "resume-test"))
+    result = run(*cfg, host, MlflowTracker(uri, "resume-test"))
     store = MlflowStore(uri)
     parent_id = store.latest_parent("resume-test")
     assert parent_id == result.parent_run_id and store.parent(parent_id)["status"] == FINISHED
@@ -250,7 +250,7 @@ def test_resume_refuses_a_run_whose_owner_is_alive_and_adopts_a_dead_one(npz_dir
     from harness.runner import RunInProgress, Runner, owner_alive
 
     tracker = MemoryTracker()
-    p = plan(config(npz_dir, tmp_path), host)
+    p = plan(*config(npz_dir, tmp_path), host)
     parent = tracker.start_parent("x", {"run_kind": "parent", "config_hash": p.hash,
                                         "owner": f"{host_key()}:{os.getpid()}"})
     orphan = tracker.start_child(parent, "cell", {"cell_hash": "h"})
@@ -275,8 +275,8 @@ def test_rerun_skips_cells_finished_under_any_parent_and_rerun_forces(npz_dir, t
 
     uri = sqlite_store(tmp_path / "store" / "mlflow.db")
     small = config(npz_dir, tmp_path, methods=["simple"], tracking_uri=uri)
-    first = run(small, host, MlflowTracker(uri, "cells"))
-    again = run(small, host, MlflowTracker(uri, "cells"))
+    first = run(*small, host, MlflowTracker(uri, "cells"))
+    again = run(*small, host, MlflowTracker(uri, "cells"))
     store = MlflowStore(uri)
     experiment = store.parent(first.parent_run_id)["experiment_id"]
 
@@ -285,7 +285,7 @@ def test_rerun_skips_cells_finished_under_any_parent_and_rerun_forces(npz_dir, t
         return Counter(r.data.tags["cell_hash"] for r in runs)
 
     assert again.parent_run_id == first.parent_run_id and sum(finished_per_cell().values()) == 3
-    larger = run(config(npz_dir, tmp_path, methods=["simple", "rotate"], seeds=[0, 1], tracking_uri=uri), host,
+    larger = run(*config(npz_dir, tmp_path, methods=["simple", "rotate"], seeds=[0, 1], tracking_uri=uri), host,
                  MlflowTracker(uri, "cells"))
     counts = finished_per_cell()
     assert larger.parent_run_id != first.parent_run_id and len(counts) == 8 and set(counts.values()) == {1}
@@ -293,7 +293,7 @@ def test_rerun_skips_cells_finished_under_any_parent_and_rerun_forces(npz_dir, t
     assert len(rows) == 8 and {r["status"] for r in rows} == {FINISHED}
     reused = {r["run_id"] for r in first.rows}
     assert {r["run_id"] for r in rows if r["seed"] == 0 and r["method"] != "rotate"} == reused
-    forced = run(config(npz_dir, tmp_path, methods=["simple"], tracking_uri=uri, rerun=True), host,
+    forced = run(*config(npz_dir, tmp_path, methods=["simple"], tracking_uri=uri, rerun=True), host,
                  MlflowTracker(uri, "cells"))
     assert forced.parent_run_id not in (first.parent_run_id, larger.parent_run_id)
     assert not reused & {r["run_id"] for r in forced.rows} and max(finished_per_cell().values()) == 2

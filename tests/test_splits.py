@@ -79,7 +79,7 @@ def test_targeted_red_picks_the_reddest_images_and_scales_with_the_pool():
     """Plant red images in a grey pool: they are the ones chosen, the same for any seed; the default count
     is the paper's 525 of 50,000 scaled to the pool."""
     from harness.splits import Pool
-    from plugins.scenarios import red_forget
+    from harness_plugins.scenarios import red_forget
 
     n = 2000
     images = torch.full((n, 3, 32, 32), 120, dtype=torch.uint8)

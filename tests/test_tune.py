@@ -19,6 +19,7 @@ from harness.cli import main
 from harness.host import default_host, discover
 from harness.params import Int
 from harness.tracking import MemoryTracker
+from harness.spec import configure
 from harness.tuning import TuneConfig, tune
 
 from .test_integration import cli_in_process, in_process
@@ -81,9 +82,11 @@ def test_a_study_end_to_end_then_its_export_runs(tmp_path, data_dir, monkeypatch
     assert (trial_runs["status"] == "FINISHED").all() and trial_runs["metrics.objective/ratio"].notna().all()
     assert set(trial_runs["run_id"]) == {t.user_attrs["mlflow_run_id"] for t in trials}
     client = mlflow.MlflowClient()
-    curve = client.get_metric_history(trial_runs.iloc[0]["run_id"], "epoch_acc_forget")
+    cells = runs[runs["tags.mlflow.parentRunId"] == trial_runs.iloc[0]["run_id"]]  # the trial's cell, recorded
+    assert len(cells) == 1 and cells.iloc[0]["tags.run_kind"] == "child" and cells.iloc[0]["tags.seed"] == "0"
+    curve = client.get_metric_history(cells.iloc[0]["run_id"], "epoch_acc_forget")
     assert len(curve) == int(trial_runs.iloc[0]["params.epochs"])  # per-epoch curves
-    holdout = children[children["tags.run_kind"] == "holdout"]
+    holdout = children[children["tags.heldout_part"] == "judge"]
     assert {"original", "retrain", "default"} <= set(holdout["tags.config"])
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
     assert {"tuning.json", "pareto_front.png", "optimization_history.png"} <= artifacts
@@ -104,7 +107,7 @@ def test_a_study_end_to_end_then_its_export_runs(tmp_path, data_dir, monkeypatch
     cli(*args)
     assert len(study_trials(tmp_path)) == 3
     after = mlflow.search_runs(experiment_names=["tuning-random"], output_format="pandas")
-    assert len(after[after["tags.run_kind"] == "holdout"]) == len(holdout)
+    assert len(after[after["tags.heldout_part"] == "judge"]) == len(holdout)
 
     cli("report", parent_id, "--output", "docs/tuning.md", "--title", "T")
     doc = (tmp_path / "docs" / "tuning.md").read_text()
@@ -133,9 +136,9 @@ class Interrupting:
 def test_ctrl_c_marks_the_trial_and_the_same_command_continues(tmp_path, data_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     host = discover([("interrupting", Interrupting())])
-    config = TuneConfig(methods=["interrupting"], trials=3, holdout_seeds=[], profile="smoke", model="tiny-cnn",
-                        time_budget=1e6, data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"),
-                        storage=f"sqlite:///{tmp_path}/s.db", show_progress=False)
+    spec, site = configure(methods=["interrupting"], profile="smoke", model="tiny-cnn", data_dir=str(data_dir),
+                           cache_dir=str(tmp_path / "cache"), show_progress=False)
+    config = TuneConfig(spec, site, trials=3, holdout_seeds=[], time_budget=1e6, storage=f"sqlite:///{tmp_path}/s.db")
     tracker = MemoryTracker()
     with pytest.raises(KeyboardInterrupt):
         tune(config, host, tracker)
@@ -202,9 +205,9 @@ def test_a_study_with_other_objectives_or_settings_is_refused(tmp_path, data_dir
 
 def test_a_trial_over_the_time_budget_stops_at_that_epoch_and_counts_as_infeasible(tmp_path, data_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = TuneConfig(methods=["noisy-finetune"], trials=2, holdout_seeds=[], profile="smoke", model="tiny-cnn",
-                        time_budget=1e-6, data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"),
-                        storage=f"sqlite:///{tmp_path}/s.db", show_progress=False)
+    spec, site = configure(methods=["noisy-finetune"], profile="smoke", model="tiny-cnn", data_dir=str(data_dir),
+                           cache_dir=str(tmp_path / "cache"), show_progress=False)
+    config = TuneConfig(spec, site, trials=2, holdout_seeds=[], time_budget=1e-6, storage=f"sqlite:///{tmp_path}/s.db")
     tracker = MemoryTracker()
     tune(config, tracker=tracker)
     study = optuna.load_study(study_name="noisy-finetune-random-smoke", storage=f"sqlite:///{tmp_path}/s.db")
@@ -213,4 +216,5 @@ def test_a_trial_over_the_time_budget_stops_at_that_epoch_and_counts_as_infeasib
         assert "over the time budget" in trial.user_attrs["reason"] and "after epoch 1 " in trial.user_attrs["reason"]
     runs = [r for r in tracker.runs if r.tags.get("run_kind") == "trial"]
     assert [r.status for r in runs] == ["KILLED", "KILLED"] and "time budget" in runs[0].tags["end_reason"]
-    assert len(runs[0].metrics["epoch_acc_forget"]) == 1  # stopped after its first epoch
+    cell = next(r for r in tracker.runs if r.tags.get("mlflow.parentRunId") == runs[0].run_id)
+    assert cell.status == "KILLED" and len(cell.metrics["epoch_acc_forget"]) == 1  # stopped after its first epoch

@@ -11,14 +11,15 @@ import numpy as np
 import optuna
 import pytest
 
-from harness.config_file import ConfigFileError, dump_toml, load_run_file
+from harness.config_file import dump_toml
+from harness.spec import Spec, UsageError, read_run_file
 from harness.metrics import Metric
 from harness.params import Choice, Float, Int
 from harness.registry import Method
 from harness.tuning.objective import Objective, normalised_distance, pareto_front
 from harness.tuning.holdout import choose, judge
 from harness.tuning.space import SpaceError, declared_space, narrowed_space
-from harness.tuning.storage import StorageError, fail_dead_local_trials, resolve_storage, worker_id
+from harness.fleet.storage import StorageError, fail_dead_local_trials, resolve_storage, worker_id
 
 METHOD = Method(name="m", fn=lambda *a: None, space={
     "epochs": Int(1, 30, default=4),
@@ -171,25 +172,41 @@ def test_toml_written_by_the_harness_reads_back(tmp_path):
             "scenario_options": {}}
     path = tmp_path / "c.toml"
     path.write_text(dump_toml(data, ["a header line"]))
-    loaded = load_run_file(path)
-    assert loaded["methods"] == "deviation" and loaded["seeds"] == "1,2" and loaded["profile"] == "cpu"
-    assert loaded["params"]["deviation"] == data["params"]["deviation"]
+    spec, site = read_run_file(path)
+    assert site == {} and Spec.from_dict(spec) == Spec(methods=("deviation",), profile="cpu", seeds=(1, 2),
+                                                         params=data["params"])
+
+
+def test_spec_and_its_dict_round_trip_through_json_and_toml(tmp_path):
+    """The one serialiser: what config.json, a benchmark's study and a tuning worker store reads back to
+    the same spec, and so does its TOML form."""
+    import json
+
+    spec = Spec(methods=("simple", "rotate"), params={"simple": {"epochs": 3}}, scenarios=("random", "class"),
+                scenario_options={"target_class": "cat"}, seeds=(0, 4), epochs=(2, 5.5), profile="cpu",
+                precision="bf16", attacks=(), attack_options={"mia": {"folds": 5}}, bank_size=2, heldout_part="tune")
+    assert Spec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    path = tmp_path / "spec.toml"
+    path.write_text(dump_toml({k: v for k, v in spec.to_dict().items() if v is not None}))
+    assert Spec.from_dict(read_run_file(path)[0]) == spec
 
 
 @pytest.mark.parametrize("text, message", [
-    ("methodz = 'x'\n", "unknown key(s) methodz"),
+    ("methodz = 'x'\n", "unknown key 'methodz'; valid keys: attack_options, attacks, bank_size"),
     ("params = 3\n", "params must be a table"),
     ("[params]\nsigma = 0.3\n", "one table per component"),
     ("methods = [\n", "config file"),
+    ("seeds = '2-1'\n", "the range is empty"),
+    ("references = 2\nbank_size = 3\n", "given twice"),
 ])
 def test_bad_config_files_are_refused(tmp_path, text, message):
     path = tmp_path / "c.toml"
     path.write_text(text)
-    with pytest.raises(ConfigFileError) as err:
-        load_run_file(path)
+    with pytest.raises(UsageError) as err:
+        read_run_file(path)
     assert message in str(err.value)
-    with pytest.raises(ConfigFileError, match="does not exist"):
-        load_run_file(tmp_path / "missing.toml")
+    with pytest.raises(UsageError, match="does not exist"):
+        read_run_file(tmp_path / "missing.toml")
 
 
 # -- dashboard -------------------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..host import Host
+from ..spec import Spec
 from ..tracking import FINISHED, KILLED, Tracker
 from .holdout import choose, evaluate_holdout, judge, trial_rows
 from .objective import PARETO, SCORE
@@ -77,10 +78,11 @@ def run_local_workers(tuner: Tuner, study: Study) -> None:
     if sum(_ended(t) for t in study.optuna.get_trials(deepcopy=False)) >= cfg.trials:
         return  # continuing a finished study: nothing for workers to do
     threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-    worker_cfg = replace(cfg, methods=[study.method], study=study.optuna.study_name, storage=tuner.storage.url,
-                         workers=1, holdout_seeds=[], export=None, show_progress=False)
+    worker_cfg = replace(cfg, spec=cfg.spec.with_(methods=[study.method]), site=cfg.site.with_(show_progress=False),
+                         study=study.optuna.study_name, storage=tuner.storage.url, workers=1, holdout_seeds=[],
+                         export=None)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(asdict(worker_cfg), fh)
+        json.dump(worker_cfg.to_dict(), fh)
     env = {**os.environ, "HARNESS_TUNE_WORKER": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "HARNESS_THREADS": str(threads)}
     log.info("study %s: %d workers with %d torch thread(s) each", study.optuna.study_name, cfg.workers, threads)
@@ -123,11 +125,11 @@ def finish(tuner: Tuner, study: Study) -> StudyResult:
         "objective": objective.describe(), "space": study.space.describe(), "defaults": study.space.defaults,
         "tuning_seeds": list(tuner.plan.seeds), "holdout_seeds": list(tuner.holdout_plan.seeds),
         "profile": tuner.plan.profile.name, "scenario": tuner.plan.scenario.name,
-        "precision": tuner.plan.profile.precision, "device": tuner.refs().device_name,
+        "precision": tuner.plan.profile.precision, "device": tuner.models().device_name,
         "original_tuning": original, "trials": rows, "chosen": _strip(chosen), "tuned_params": full_tuned,
         "holdout": holdout_rows, **verdict, "recommended_params": recommended,
         "counts": _counts(rows), "pruning": _pruning(rows), "wall_seconds": _span(study.optuna),
-        "trial_seconds": sum(r["seconds"] or 0 for r in rows), "command": cfg.command,
+        "trial_seconds": sum(r["seconds"] or 0 for r in rows), "command": cfg.site.command,
         "forget_overlap": _forget_overlap(tuner),
     }
     parent.log_dict(summary, "tuning.json")
@@ -229,9 +231,13 @@ def export_config(path: str, tuner: Tuner, summaries: list[dict]) -> None:
     from ..config_file import dump_toml
 
     p = tuner.plan
-    data = {"methods": [s["method"] for s in summaries], "profile": p.profile.name, "scenario": p.scenario.name,
-            "scenario_options": dict(p.scenario.params), "model": p.model.name, "model_options": dict(p.model.params),
-            "params": {s["method"]: s["recommended_params"] for s in summaries}}
+    recommended = {s["method"]: s["recommended_params"] for s in summaries}
+    spec = Spec(methods=tuple(recommended), params=recommended, scenarios=p.spec.scenarios,
+                scenario_options=dict(p.scenario.params), profile=p.profile.name, precision=p.spec.precision,
+                model=p.model.name, model_options=dict(p.model.params))
+    defaults = Spec().to_dict()
+    data = {k: v for k, v in spec.to_dict().items()
+            if v is not None and (v != defaults[k] or k in ("methods", "params", "profile", "scenarios"))}
     header = [f"written by: {summaries[0]['command']}"]
     for s in summaries:
         header.append(f"{s['method']}: {s['recommended']} parameters (study {s['study']}, {len(s['trials'])} trials): "

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..cell import Callbacks, Cell, evaluate_cell
+from ..cell import Cell
+from ..recorder import Recorder
 from ..tracking import FINISHED
 from .objective import PARETO, normalised_distance, pareto_front
 
@@ -70,39 +71,31 @@ def choose(rows: list[dict], kind: str, original: dict) -> dict | None:
 
 
 def evaluate_holdout(tuner, study, tuned: dict[str, Any] | None, parent) -> list[dict]:
-    """original, retrain, default and (if any) tuned on every held-out seed, each a child run of the study's
-    parent (finished ones are reused when the command runs again)."""
+    """original, retrain, default and (if any) tuned on every held-out seed, each a cell recorded under the
+    study's parent; a cell FINISHED before (this command run again, another study of the same experiment,
+    tuned parameters equal to the defaults) is reused."""
     hp = tuner.holdout_plan
     method = next(m for m in hp.methods if m.name == study.method)
     configs = {"default": study.space.defaults, **({"tuned": tuned} if tuned is not None else {})}
-    done = {c["tags"].get("cell_hash"): c["metrics"] for c in tuner.tracker.finished_children(parent.run_id)
-            if c["tags"].get("run_kind") == "holdout"}
-    references = hp.references()
+    recorder = Recorder(tuner.tracker, parent, hp, tags={"study_name": study.optuna.study_name})
+    service = hp.reference_models()
     rows = []
     for seed in hp.seeds:
         split = hp.split(seed)
-        refs = references.for_split(split, retrain=True, references=hp.n_references)
         cells = {c.name: c for c in hp.cells(split)[:2]}  # the original and retrain rows
         for label, params in configs.items():
             cells[label] = Cell(method.name, method.component, dict(params), split, hp.attacks, hp.setting)
+        done = recorder.finished(cells.values())
         for label, cell in cells.items():
-            key = f"{label}:{cell.hash}"
-            if key in done:
-                rows.append({"config": label, "seed": seed, "status": FINISHED, **done[key]})
-                continue
-            child = tuner.tracker.start_child(parent, f"held-out {label} seed={seed}", tags=tuner._tags(
-                run_kind="holdout", config=label, method=method.name if cell.method else label, seed=seed,
-                split_hash=split.hash, cell_hash=key))
-            child.log_params({**cell.params, "seed": seed, "config": label, "heldout_part": "judge"})
-            result = evaluate_cell(cell, refs, Callbacks(on_epoch=lambda e, m: child.log_metrics(m, step=e)),
-                                   show_progress=tuner.cfg.show_progress, epoch_eval_size=tuner.cfg.epoch_eval_size)
-            child.log_metrics(result.metrics)
-            if not result.ok:
-                child.set_tags({"error": (result.error or "")[:500]})
-                child.log_text(result.traceback or result.error or "", "traceback.txt")
-            child.end(result.status)
-            rows.append({"config": label, "seed": seed, "status": result.status, "error": result.error, **result.metrics})
-            log.info("held-out %s seed=%d: %s", label, seed, _line(result.metrics, tuner.objective.attack_metric))
+            recorded = done.get(cell.hash)
+            if recorded is None:
+                models = service.for_split(split, retrain=True, bank_size=hp.bank_size)
+                recorded = recorder.record(cell, models, name=f"held-out {label} seed={seed}",
+                                           tags={"config": label, "heldout_part": "judge"})
+                done[cell.hash] = recorded
+                log.info("held-out %s seed=%d: %s", label, seed, _line(recorded.metrics, tuner.objective.attack_metric))
+            rows.append({"config": label, "seed": seed, "status": recorded.status, "error": recorded.error,
+                         **recorded.metrics})
     return rows
 
 

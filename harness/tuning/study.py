@@ -19,20 +19,22 @@ import sys
 import time
 import traceback
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
-from ..cell import FINISHED as CELL_FINISHED, Callbacks, Cell, evaluate_cell
+from ..cell import Cell, evaluate_cell
+from ..recorder import Recorder
 from ..host import Host, default_host
-from ..plan import RunConfig, UsageError, plan
+from ..plan import plan
+from ..spec import Site, Spec, UsageError
 from ..tracking import FAILED, FINISHED, KILLED, MemoryTracker, Tracker, git_commit
 from .objective import PARETO, SCORE, Objective
 from .space import SearchSpace, SpaceError, load_space_file, narrowed_space
-from .storage import (StorageError, StudyStorage, fail_dead_local_trials, fail_stale_trials, resolve_storage, retry,
+from ..fleet.storage import (StorageError, StudyStorage, fail_dead_local_trials, fail_stale_trials, resolve_storage, retry,
                       worker_id)
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,15 @@ def sampler_seed(base: int, workers: int, storage_kind: str) -> int:
 
 @dataclass
 class TuneConfig:
-    """What `unlearn tune` asks for; see `harness.tune`."""
+    """What `unlearn tune` asks for; see `harness.tune`.
 
-    methods: list[str]
+    `spec` is the work each trial runs: its methods (one study each), its seeds (the tuning seeds), one
+    scenario, the profile, model and attack options; the attack is the one `attack_metric` names.
+    `site` is where this process runs it. The other fields are the study's own."""
+
+    spec: Spec
+    site: Site = field(default_factory=Site)
     trials: int = 20
-    seeds: list[int] = field(default_factory=lambda: [0])
     holdout_seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     objective: str = PARETO
     attack_metric: str = "mia/signed_auc"
@@ -70,22 +76,20 @@ class TuneConfig:
     export: str | None = None
     sampler_seed: int = 0
     heartbeat: int = 10  # seconds between heartbeats of a trial on an RDB storage
-    profile: str | None = None
-    scenario: str = "random"
-    scenario_options: dict = field(default_factory=dict)
-    model: str = "resnet18"
-    model_options: dict = field(default_factory=dict)
-    precision: str | None = None
-    attack_options: dict = field(default_factory=dict)
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    device: str | None = None
-    tracking_uri: str | None = None
-    experiment: str | None = None  # None: "tuning-<scenario>"
-    references: int | None = None  # reference bank per split (None: the profile's), for bank-based attack metrics
-    show_progress: bool = True
-    epoch_eval_size: int | None = 2000
-    command: str | None = None
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.spec.methods or ())
+
+    def to_dict(self) -> dict:
+        """Plain data for a worker process (`from_dict` reads it back); spec and site as they serialise."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("spec", "site")}
+        return {**out, "holdout_seeds": list(self.holdout_seeds), "spec": self.spec.to_dict(), "site": self.site.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TuneConfig":
+        data = dict(data)
+        return cls(spec=Spec.from_dict(data.pop("spec")), site=Site.from_dict(data.pop("site")), **data)
 
 
 class TrialFailed(Exception):
@@ -129,21 +133,21 @@ class Tuner:
         self.tracker = tracker if tracker is not None else MemoryTracker()
         _check_numbers(config)
         attack, metric = _attack_metric(config.attack_metric)
-        overlap = sorted(set(config.seeds) & set(config.holdout_seeds))
+        overlap = sorted(set(config.spec.seeds) & set(config.holdout_seeds))
         if overlap:
             raise UsageError(f"seed(s) {', '.join(map(str, overlap))} are both tuning and held-out seeds: a "
                              f"configuration must be judged on forget sets it was not chosen on")
-        base = dict(scenarios=[config.scenario], scenario_options=config.scenario_options, profile=config.profile,
-                    precision=config.precision, model=config.model, model_options=config.model_options,
-                    attacks=[attack], attack_options=config.attack_options, data_dir=config.data_dir,
-                    cache_dir=config.cache_dir, device=config.device, tracking_uri=config.tracking_uri,
-                    show_progress=config.show_progress, epoch_eval_size=config.epoch_eval_size, references=config.references,
-                    command=config.command, experiment=config.experiment or f"tuning-{config.scenario}")
-        self.plan = plan(RunConfig(methods=config.methods, seeds=config.seeds, heldout_part="tune", **base), self.host)
+        spec, site = config.spec, config.site
+        if not spec.methods:
+            raise UsageError("name a method to tune with --method")
+        if len(spec.scenarios) != 1:
+            raise UsageError(f"a study tunes on one scenario; got {', '.join(spec.scenarios)}")
+        site = site.with_(experiment=site.experiment or f"tuning-{spec.scenarios[0]}")
+        self.plan = plan(spec.with_(attacks=[attack], heldout_part="tune"), site, self.host)
         if not self.plan.methods:
             raise UsageError("no method to tune: name one with --method (the original and retrain rows are references)")
-        self.holdout_plan = plan(RunConfig(methods=config.methods, seeds=config.holdout_seeds, heldout_part="judge",
-                                           **base), self.host) if config.holdout_seeds else None
+        self.holdout_plan = plan(spec.with_(seeds=config.holdout_seeds, attacks=[attack], heldout_part="judge"), site,
+                                 self.host, data=self.plan.data) if config.holdout_seeds else None
         skipped = self.plan.skipped_attacks(retrain=False)
         if skipped:
             raise UsageError(f"attack {attack!r} cannot give the tuning signal: {skipped[attack]}")
@@ -155,12 +159,12 @@ class Tuner:
         self.objective = Objective(config.objective, config.attack_metric, declared[metric], config.tolerance,
                                    config.time_budget)
         self.spaces = self._spaces()
-        folder = _tracking_folder(config.tracking_uri)
+        folder = _tracking_folder(config.site.tracking_uri)
         try:
             self.storage = resolve_storage(config.storage, config.workers, folder)
         except StorageError as exc:
             raise UsageError(str(exc)) from None
-        self.references = None
+        self._models = None
         self._check_existing_studies()
 
     def _check_existing_studies(self) -> None:
@@ -248,7 +252,7 @@ class Tuner:
         if parent is None:
             run = self.tracker.start_parent(f"tune {method}", tags=self._tags(
                 run_kind="study", method=method, study_name=name, study_storage=self.storage.display,
-                command=self.cfg.command, objective=self.objective.kind))
+                command=self.cfg.site.command, objective=self.objective.kind))
             run.log_params({"method": method, "trials": self.cfg.trials, "seeds": ",".join(map(str, self.plan.seeds)),
                             "holdout_seeds": ",".join(map(str, self.cfg.holdout_seeds)) or "none",
                             "objective": self.objective.kind, "attack_metric": self.objective.attack_metric,
@@ -295,10 +299,11 @@ class Tuner:
                 log.warning("could not mark run %s of trial %d KILLED: %s", run_id, trial.number, exc)
 
     # -- trials --------------------------------------------------------------------------------------------
-    def refs(self):
-        if self.references is None:
-            self.references = self.plan.references()
-        return self.references
+    def models(self):
+        """The reference-model service of the trials' plan (built on first use)."""
+        if self._models is None:
+            self._models = self.plan.reference_models()
+        return self._models
 
     def original_on_tuning_seeds(self, study: Study) -> dict:
         """The original model's metrics on the tuning splits (mean over seeds): the utility constraint's
@@ -310,7 +315,7 @@ class Tuner:
         for seed in self.plan.seeds:
             split = self.plan.split(seed)
             row = self.plan.cells(split)[0]  # the original reference row: its metrics and attacks
-            result = evaluate_cell(row, self.refs().for_split(split, retrain=False, references=self.plan.n_references))
+            result = evaluate_cell(row, self.models().for_split(split, retrain=False, bank_size=self.plan.bank_size))
             if result.attack_errors:
                 raise RuntimeError(f"the attack failed on the original model: {next(iter(result.attack_errors.values()))}")
             rows.append(result.metrics)
@@ -329,7 +334,7 @@ class Tuner:
         objective = _TrialObjective(self, study, original)
         n = self.cfg.trials
         start = time.monotonic()
-        bar = tqdm(total=n, desc=f"tune {study.method}", unit="trial", disable=not self.cfg.show_progress)
+        bar = tqdm(total=n, desc=f"tune {study.method}", unit="trial", disable=not self.cfg.site.show_progress)
         try:
             while True:
                 fail_dead_local_trials(study.optuna, self._mark_run_killed)
@@ -389,11 +394,9 @@ class _TrialObjective:
         child.log_params({**params, "trial_number": trial.number, "seeds": ",".join(map(str, plan_.seeds))})
         step = 0
 
-        def on_epoch(epoch: int, metrics: dict) -> None:
+        def on_epoch(epoch: int, metrics: dict) -> None:  # the cell's run logs the curves; this prunes
             nonlocal step
             step += 1
-            prefix = f"seed{seed}/" if len(plan_.seeds) > 1 else ""
-            child.log_metrics({prefix + k: v for k, v in metrics.items()}, step=epoch)
             pct = metrics.get("epoch_pct_retrain", 0.0)
             if pct > t.objective.time_budget:
                 # Infeasible whatever comes next, so the sampler must learn to avoid its region: a pruned
@@ -409,23 +412,25 @@ class _TrialObjective:
                     raise optuna.TrialPruned(f"median pruner after epoch {epoch}: intermediate score worse than the "
                                              f"median of earlier trials at this step")
 
+        recorder = Recorder(t.tracker, child, plan_, tags={"study_name": self.study.optuna.study_name,
+                                                           "trial_number": trial.number})
         rows = []
         try:
             for seed in plan_.seeds:
                 split = plan_.split(seed)
-                refs = t.refs().for_split(split, retrain=False, references=plan_.n_references)
                 cell = Cell(method.name, method.component, params, split, plan_.attacks, plan_.setting)
-                result = evaluate_cell(cell, refs, Callbacks(on_epoch=on_epoch), show_progress=cfg.show_progress,
-                                       epoch_eval_size=cfg.epoch_eval_size)
-                if result.status != CELL_FINISHED or result.attack_errors:
-                    error = result.error or "attack failed: " + next(iter(result.attack_errors.values())).splitlines()[0]
-                    child.log_text(result.traceback or error, "traceback.txt")
+                recorded = recorder.finished([cell]).get(cell.hash)
+                if recorded is None or t.objective.attack_metric not in recorded.metrics:
+                    models = t.models().for_split(split, retrain=False, bank_size=plan_.bank_size)
+                    recorded = recorder.record(cell, models, on_epoch=on_epoch)
+                if recorded.failures:
+                    error = recorded.error or recorded.failures[0]["error"]
                     child.set_tags({"error": error[:500], "trial_state": "FAIL"})
                     child.end(FAILED)
                     trial.set_user_attr("counted", True)
                     trial.set_user_attr("error", error[:500])
                     raise TrialFailed(error)
-                rows.append(result.metrics)
+                rows.append(recorded.metrics)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("counted", True)
             trial.set_user_attr("reason", str(exc))
@@ -527,8 +532,8 @@ def _check_signature(study, name: str, signature: dict, directions: list[str]) -
 
 def _tracking_folder(uri: str | None) -> Path:
     """Studies live beside the MLflow store by default (./mlruns)."""
-    from ..tracking import DEFAULT_DIR, _sqlite_path, default_tracking_uri
+    from ..tracking import DEFAULT_DIR, sqlite_path, default_tracking_uri
 
-    path = _sqlite_path(default_tracking_uri(uri))
+    path = sqlite_path(default_tracking_uri(uri))
     return path.parent if path is not None else (Path.cwd() / DEFAULT_DIR).resolve()
 

@@ -23,9 +23,9 @@ def main(path: str) -> int:
     if os.environ.get("HARNESS_THREADS"):
         torch.set_num_threads(int(os.environ["HARNESS_THREADS"]))
     with open(path) as fh:
-        config = TuneConfig(**json.load(fh))
-    tracker = MlflowTracker(config.tracking_uri, config.experiment or f"tuning-{config.scenario}")
-    tuner = Tuner(config, tracker=tracker)
+        config = TuneConfig.from_dict(json.load(fh))
+    tuner = Tuner(config)
+    tuner.tracker = MlflowTracker(config.site.tracking_uri, tuner.experiment)
     study = tuner.open(config.methods[0])
     try:
         tuner.run_trials(study)

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .metrics import Metric, attack_metric_name
-from .report import column_groups, columns, headers, markdown_table
+from ..metrics import Metric, attack_metric_name
+from .tables import column_groups, columns, headers, markdown_table
 
-REFERENCES = ("original", "retrain")
+REFERENCE_ROWS = ("original", "retrain")
 FINISHED = "FINISHED"
 LEVEL = 0.95
 KEYS = ["scenario", "epochs", "method"]
@@ -87,7 +87,7 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
 def method_order(frame: pd.DataFrame) -> list[str]:
     """The reference models first, then the methods as they first appear: one order for every table and figure."""
     seen = list(dict.fromkeys(frame["method"]))
-    return [m for m in REFERENCES if m in seen] + [m for m in seen if m not in REFERENCES]
+    return [m for m in REFERENCE_ROWS if m in seen] + [m for m in seen if m not in REFERENCE_ROWS]
 
 
 def method_colors(methods: list[str]) -> dict[str, str]:

@@ -180,10 +180,14 @@ def fail_dead_local_trials(study, on_failed: Callable | None = None) -> int:
         if not dead_here(owner):
             continue
         try:
-            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
-        except UpdateFinishedTrialError:
-            continue  # another worker got there first
-        retry(study, study._storage.get_trial(trial._trial_id), f"its worker {owner} is gone", on_failed)
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):
+            continue  # another worker got there first (ValueError: it was no longer RUNNING when told)
+        retry(study, trial_by_number(study, trial.number), f"its worker {owner} is gone", on_failed)
         failed += 1
     return failed
+
+
+def trial_by_number(study, number: int):
+    """The FrozenTrial numbered `number`, read through Optuna's public API."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)

@@ -68,7 +68,7 @@ def key_metrics_from(attack_metrics: dict[str, dict] | None = None) -> list[tupl
     """(metric, ideal) pairs from the plan's metric declarations (`Plan.attack_metrics` or config.json's
     "metrics"): the forget/validation ratio, each attack's summary metrics that have a target (an AUC's
     0.5), validation accuracy and % of retrain time."""
-    from .metrics import Metric, attack_metric_name
+    from ..metrics import Metric, attack_metric_name
 
     attacks = []
     for attack, declared in (attack_metrics or {}).items():
@@ -336,7 +336,7 @@ def serve(uri: str, port: int | None = None, timeout: float = 60.0, log_path: st
     import subprocess
     import sys
 
-    from .tracking import artifact_root_for
+    from ..tracking import artifact_root_for
 
     port = port or free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
@@ -372,7 +372,7 @@ def open_when_up(url: str, timeout: float = 60.0) -> bool:
     return _wait_for_health(url.split("#", 1)[0], timeout) and webbrowser.open(url)
 
 
-if __name__ == "__main__":  # python -m harness.mlflow_view URL: open it when its server is up
+if __name__ == "__main__":  # python -m harness.reporting.mlflow_view URL: open it when its server is up
     import sys
 
     sys.exit(0 if open_when_up(sys.argv[1]) else 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .metrics import UTILITY, Metric, attack_metric_name
+from ..metrics import UTILITY, Metric, attack_metric_name
 
 UTILITY_COLUMNS = ["acc_retain", "acc_forget", "acc_validation", "acc_test", "forget_val_ratio"]
 TIME_COLUMNS = ["unlearn_seconds", "pct_retrain_time"]

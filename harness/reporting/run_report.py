@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import analysis, figures
-from .report import column_groups, columns, headers, markdown_table
+from .tables import column_groups, columns, headers, markdown_table
 
 log = logging.getLogger(__name__)
 KEY_METRICS = ["forget_val_ratio", "acc_validation", "acc_retain", "mia/auc", "mia/signed_auc", "pct_retrain_time"]
@@ -60,7 +60,7 @@ def build(store, parent: dict, *, with_curves: bool = True) -> RunReport:
         frame["scenario"] = frame["scenario"].fillna(parent["params"].get("scenario", "?"))
     curves = None
     if with_curves and not frame.empty:
-        methods = frame[~frame["method"].isin(analysis.REFERENCES) & (frame["status"] == "FINISHED")]
+        methods = frame[~frame["method"].isin(analysis.REFERENCE_ROWS) & (frame["status"] == "FINISHED")]
         names = [c for c in frame.columns if c.startswith("epoch_acc_")]
         history = pd.DataFrame(store.histories(methods["run_id"].tolist(), names))
         if not history.empty:
@@ -175,9 +175,9 @@ def _every_run(report: RunReport) -> list[str]:
 
 def default_folder(store_uri: str, parent_id: str) -> Path:
     """Where a report goes without --output: beside an SQLite store (mlruns/reports/<run>), else ./reports."""
-    from .tracking import _sqlite_path
+    from ..tracking import sqlite_path
 
-    db = _sqlite_path(store_uri)
+    db = sqlite_path(store_uri)
     return (db.parent if db is not None else Path.cwd()) / "reports" / parent_id
 
 
@@ -185,7 +185,7 @@ def publish_after_run(uri: str, parent_id: str) -> Path | None:
     """The report at the end of a run or a benchmark, beside the store and in the parent's artifacts; the
     page, or None when it could not be written: that is a warning, never fatal, since the runs are safe
     in the store and `unlearn report` redoes it."""
-    from .tracking import MlflowStore
+    from ..tracking import MlflowStore
 
     try:
         store = MlflowStore(uri)
@@ -202,7 +202,7 @@ def publish(store, parent: dict, folder: Path, *, title: str, command: str | Non
             markdown_path: Path | None = None) -> tuple[str, dict[str, Path]]:
     """Build the report of `parent`, write its files into `folder` and the page to `markdown_path` (or
     folder/report.md), and log them all to the parent under report/. Returns (page, files)."""
-    from .tracking import MlflowRun
+    from ..tracking import MlflowRun
 
     report = build(store, parent)
     files = write(report, folder)

@@ -67,26 +67,26 @@ class Trained:
 
 
 @dataclass
-class SplitReferences:
-    """The references of one split, shared (read-only) by every cell of that split."""
+class SplitModels:
+    """The reference models of one split and their outputs, shared by every cell of that split."""
 
     split: Split
     original: Trained
     retrain: Trained | None  # None when asked without it (tuning: a real user has no retrain model)
     original_out: Outputs
     retrain_out: Outputs | None
-    service: "References"
+    service: "ReferenceModels"
     bank: ReferenceOutputs | None = None  # K retrains with other seeds (None: --references 0)
     _prepared: dict = field(default_factory=dict, repr=False)
     _random_out: Outputs | None = field(default=None, repr=False)
 
     @property
-    def n_references(self) -> int:
+    def bank_size(self) -> int:
         return len(self.bank) if self.bank is not None else 0
 
     def unmet(self, attack, params: dict) -> str | None:
         """Why `attack` cannot run on this split (None if it can)."""
-        return attack.unmet(params, retrain=self.retrain_out is not None, references=self.n_references)
+        return attack.unmet(params, retrain=self.retrain_out is not None, bank_size=self.bank_size)
 
     @property
     def random_out(self) -> Outputs:
@@ -134,11 +134,11 @@ class SplitReferences:
         if name == "original":
             return (self.original_out,) * n
         if self.bank is None or len(self.bank) < n:
-            raise ValueError(f"the retrain row needs {n} bank model(s) as reruns; the bank has {self.n_references}")
+            raise ValueError(f"the retrain row needs {n} bank model(s) as reruns; the bank has {self.bank_size}")
         return tuple(self.bank.model(i) for i in range(len(self.bank) - n, len(self.bank)))
 
 
-class References:
+class ReferenceModels:
     """Trains, caches and serves reference models for the splits of one run (one data set, model,
     recipe and device)."""
 
@@ -151,7 +151,7 @@ class References:
         self.device_name = engine.device_name(compute.device)
         # A pristine copy of the shared tensors: a method that writes into them is caught and undone.
         self._pristine = (data.images.clone(), data.labels.clone())
-        self._splits: dict[tuple, SplitReferences] = {}
+        self._splits: dict[tuple, SplitModels] = {}
         self._models: dict[str, Trained] = {}
         self._logits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # bank: key -> (indices, float16 logits)
 
@@ -237,12 +237,12 @@ class References:
         return {name: values[position[getattr(split, name).cpu()]].float() for name in SPLIT_NAMES}
 
     # -- splits ------------------------------------------------------------------------------------------
-    def for_split(self, split: Split, *, retrain: bool = True, references: int = 0) -> SplitReferences:
+    def for_split(self, split: Split, *, retrain: bool = True, bank_size: int = 0) -> SplitModels:
         """The original and (unless `retrain=False`) retrain models of `split`, their outputs and a bank of
-        `references` more retrains, built on first use. Without the retrain model, gaps to retrain are not
+        `bank_size` more retrains, built on first use. Without the retrain model, gaps to retrain are not
         computed and attacks see None: what a tuner optimises then cannot depend on a model a real user
         would not have."""
-        key = (split.hash, retrain, references)
+        key = (split.hash, retrain, bank_size)
         if key not in self._splits:
             original = self.train(split.train, ORIGINAL_SEED, desc="original")
             same = [v for (h, *_), v in self._splits.items() if h == split.hash]  # other bank sizes, with/without retrain
@@ -251,8 +251,8 @@ class References:
             retrain_out = next((v.retrain_out for v in same if v.retrain_out is not None), None) if trained else None
             if trained is not None and retrain_out is None:
                 retrain_out = model_outputs(trained.model, self.data, split, self.compute)
-            self._splits[key] = SplitReferences(split, original, trained, original_out, retrain_out, self,
-                                                self.bank(split, references))
+            self._splits[key] = SplitModels(split, original, trained, original_out, retrain_out, self,
+                                                self.bank(split, bank_size))
         return self._splits[key]
 
     def retrain_clock(self, split: Split) -> "RetrainClock":
@@ -283,7 +283,7 @@ class RetrainClock:
     process. Sampled before and after a method, it brackets the method's run: a load that comes or goes
     meanwhile weighs on both alike. Runs under a forked RNG, so the caller's random state is untouched."""
 
-    def __init__(self, service: References, split: Split):
+    def __init__(self, service: ReferenceModels, split: Split):
         r, self.service = service.recipe, service
         self.total_steps = math.ceil(len(split.retain) / r.batch_size) * r.epochs
         self.seconds, self.steps = 0.0, 0

@@ -14,24 +14,24 @@ refused before it takes a cell, so results from different setups are never mixed
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 
-from . import __version__
-from .cell import Cell
-from .plan import Plan, RunConfig, UsageError
-from .runner import RunResult, Runner
-from .splits import Split
-from .tracking import FINISHED, KILLED, MlflowStore, MlflowTracker
-from .tuning.storage import (StorageError, StudyStorage, fail_dead_local_trials, fail_stale_trials, resolve_storage,
-                             retry, worker_id)
+from .. import __version__
+from ..cell import Cell
+from ..plan import Plan
+from ..recorder import finished
+from ..runner import RunResult, Runner
+from ..spec import Site, Spec, UsageError
+from ..splits import Split
+from ..tracking import FAILED, FINISHED, MlflowStore, MlflowTracker
+from .storage import (StorageError, StudyStorage, fail_dead_local_trials, fail_stale_trials, resolve_storage,
+                      retry, trial_by_number, worker_id)
 
 log = logging.getLogger(__name__)
 KIND = "unlearning-benchmark"  # the study attribute that tells a benchmark from a tuning study
 POLL_S = 2.0  # how often an idle worker looks for cells queued again after a worker died
-MACHINE_LOCAL = ("data_dir", "cache_dir", "device", "show_progress", "tracking_uri")  # each worker's own
 
 
 class BenchmarkError(RuntimeError):
@@ -66,13 +66,12 @@ def publish(p: Plan, tracker: MlflowTracker, storage: StudyStorage, name: str, h
     try:
         study = optuna.create_study(study_name=name, storage=handle)
     except optuna.exceptions.DuplicatedStudyError:
-        return join(name, storage, p.config, heartbeat=heartbeat, tracker=tracker, planned=p)
+        return join(name, storage, p.site, heartbeat=heartbeat, tracker=tracker, planned=p)
     cells = _cells(p)
     runner = Runner(p, tracker)
     parent = runner.new_parent()
     parent.set_tags({"benchmark": name, "study_storage": storage.display})
-    config = {k: v for k, v in dataclasses.asdict(p.config).items() if k not in MACHINE_LOCAL}
-    for key, value in {"config": config, "plan_hash": p.hash, "harness": __version__, "parent_run_id": parent.run_id,
+    for key, value in {"spec": p.spec.to_dict(), "plan_hash": p.hash, "harness": __version__, "parent_run_id": parent.run_id,
                        "tracking_uri": tracker.uri, "experiment": p.experiment,
                        "facts": _facts(p)}.items():
         study.set_user_attr(key, value)
@@ -83,13 +82,13 @@ def publish(p: Plan, tracker: MlflowTracker, storage: StudyStorage, name: str, h
     return Benchmark(study, p, runner, parent.run_id, cells)
 
 
-def join(name: str, storage: StudyStorage, local: RunConfig, *, heartbeat: int = 10,
+def join(name: str, storage: StudyStorage, site: Site, *, heartbeat: int = 10,
          tracker: MlflowTracker | None = None, planned: Plan | None = None, wait_s: float = 60.0) -> Benchmark:
-    """Open benchmark `name` as a worker: its configuration with this machine's `local` data folder, cache,
-    device and tracking URI (None: the publisher's), planned here and checked against the publisher's."""
+    """Open benchmark `name` as a worker: its spec run at this machine's `site` (data folder, cache, device;
+    its tracking URI, or the publisher's), planned here and checked against the publisher's plan."""
     import optuna
 
-    from .plan import plan
+    from ..plan import plan
 
     handle = storage.open(heartbeat, on_stale=_on_stale)
     deadline = time.time() + wait_s
@@ -113,13 +112,12 @@ def join(name: str, storage: StudyStorage, local: RunConfig, *, heartbeat: int =
         time.sleep(0.5)
     attrs = study.user_attrs
     if planned is None:
-        config = RunConfig(**{**attrs["config"], **{k: getattr(local, k) for k in MACHINE_LOCAL}})
-        config.tracking_uri = local.tracking_uri or attrs["tracking_uri"]
-        planned = plan(config)
+        site = site.with_(tracking_uri=site.tracking_uri or attrs["tracking_uri"], experiment=attrs["experiment"])
+        planned = plan(Spec.from_dict(attrs["spec"], source=f"benchmark {name}"), site)
     if planned.hash != attrs["plan_hash"]:
         raise BenchmarkError(f"benchmark {name!r} was planned differently on its publisher: "
                              f"{_difference(attrs.get('facts', {}), _facts(planned))}; this worker would mix results")
-    tracker = tracker or MlflowTracker(planned.config.tracking_uri, attrs["experiment"])
+    tracker = tracker or MlflowTracker(planned.site.tracking_uri, attrs["experiment"])
     return Benchmark(study, planned, Runner(planned, tracker), attrs["parent_run_id"], _cells(planned))
 
 
@@ -137,7 +135,7 @@ def work(bench: Benchmark) -> list[dict]:
 
     study, runner = bench.study, bench.runner
     parent = runner.tracker.reopen(bench.parent_id)
-    refs_by_split: dict[str, object] = {}
+    models_by_split: dict[str, object] = {}
     current: list = []
 
     def run_one(trial) -> float:
@@ -147,14 +145,13 @@ def work(bench: Benchmark) -> list[dict]:
             raise SpareTrial()
         split, cell = bench.cells[trial.suggest_int("cell", 0, len(bench.cells) - 1)]
         trial.set_user_attr("worker", worker_id())
-        if cell.hash in runner.tracker.finished_cells({cell.hash}):  # done under an earlier run or worker
+        if finished(runner.tracker, [cell]):  # done under an earlier run or by another worker
             trial.set_user_attr("status", "reused")
             return 0.0
         runner.tracker.kill_running_children(bench.parent_id, cell.hash)  # a dead worker's attempt
-        if split.hash not in refs_by_split:
-            refs_by_split[split.hash] = runner.references.for_split(split, references=bench.plan.n_references)
-        runner.run_cell(parent, cell, refs_by_split[split.hash])
-        trial.set_user_attr("status", runner.rows[-1]["status"])
+        if split.hash not in models_by_split:
+            models_by_split[split.hash] = runner.models.for_split(split, bank_size=bench.plan.bank_size)
+        trial.set_user_attr("status", runner.run_cell(parent, cell, models_by_split[split.hash]).status)
         return 0.0
 
     while True:
@@ -169,10 +166,8 @@ def work(bench: Benchmark) -> list[dict]:
         try:
             study.optimize(run_one, n_trials=1, catch=(SpareTrial,), gc_after_trial=False)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the cell goes back to the queue for another worker
-            if runner.active is not None:
-                runner.active.end(KILLED)
             if current and "cell_hash" in current[0].user_attrs:
-                retry(study, study._storage.get_trial(current[0]._trial_id), "its worker was stopped")
+                retry(study, trial_by_number(study, current[0].number), "its worker was stopped")
             raise
     finish(bench, parent)
     return runner.failures
@@ -186,8 +181,8 @@ def finish(bench: Benchmark, parent) -> RunResult:
                  "error": r.get("error") or r["status"]} for r in rows if r["status"] != FINISHED]
     result = RunResult(rows, failures, bench.parent_id, {k: s.hash for k, s in bench.plan.splits.items()})
     bench.runner.log_summary(parent, result)
-    parent.end("FAILED" if failures else FINISHED)
-    from .run_report import publish_after_run
+    parent.end(FAILED if failures else FINISHED)
+    from ..reporting.run_report import publish_after_run
 
     publish_after_run(bench.runner.tracker.uri, bench.parent_id)
     return result
@@ -200,7 +195,7 @@ def _cells(p: Plan) -> list[tuple[Split, Cell]]:
 def _facts(p: Plan) -> dict:
     """What must agree between workers for their cells to be comparable (part of the plan hash)."""
     return {"harness": __version__, "data fingerprint": p.data.fingerprint, "profile": p.profile.as_dict(),
-            "model": p.model.name, "references": p.n_references}
+            "model": p.model.name, "references": p.bank_size}
 
 
 def _difference(theirs: dict, ours: dict) -> str:

@@ -7,7 +7,7 @@ import torch
 from harness.cache import ModelCache
 from harness.host import default_host
 from harness.profiles import PROFILES, Recipe
-from harness.references import ORIGINAL_SEED, References
+from harness.reference_models import ORIGINAL_SEED, ReferenceModels
 from harness.splits import make_split
 
 from .conftest import CPU, synthetic_data, tiny_factory
@@ -16,7 +16,7 @@ RECIPE = Recipe(epochs=2, batch_size=32, augment=False)
 
 
 def service(data, cache=None, recipe=RECIPE, **kw):
-    return References(data, CPU, "tiny-cnn", tiny_factory, recipe, cache, show_progress=False, **kw)
+    return ReferenceModels(data, CPU, "tiny-cnn", tiny_factory, recipe, cache, show_progress=False, **kw)
 
 
 def split_of(data, seed=0):
@@ -60,7 +60,7 @@ def test_restore_data_undoes_in_place_writes():
 
 
 def test_two_workers_asking_for_one_model_train_it_once(tmp_path):
-    """Two References (as two processes would have) on one cache folder, asking at the same moment: the
+    """Two ReferenceModels (as two processes would have) on one cache folder, asking at the same moment: the
     lock (an flock per key, which separate open files contend for even within one process) makes one
     train and the other wait and load. Threads keep the test fast; processes take the same path."""
     data = synthetic_data(1000, 20)

@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .analysis import REFERENCES, finished, group_title, groups, method_colors, method_order
-from .report import columns, headers
+from .analysis import REFERENCE_ROWS, finished, group_title, groups, method_colors, method_order
+from .tables import columns, headers
 
 # How the boxes of one method differ when it has several: filled, hatched, dotted, ...
 FILLS = ({"alpha": 0.75}, {"hatch": "////"}, {"hatch": "...."}, {"hatch": "xx"})
@@ -185,7 +185,7 @@ def runtime_boxes(frame: pd.DataFrame, methods: list[str] | None = None) -> Figu
     """Figure 13: unlearning time as % of retrain's per method (the reference models are left out: retrain
     is 100 by definition, the original has no unlearning time)."""
     return _scenario_grid(frame, [("% of retrain", "pct_retrain_time")], methods, "time, % of retrain",
-                          "Unlearning time as % of retraining (retrain = 100%)", exclude=REFERENCES)
+                          "Unlearning time as % of retraining (retrain = 100%)", exclude=REFERENCE_ROWS)
 
 
 def mia_boxes(frame: pd.DataFrame, metric: str = "mia/auc", methods: list[str] | None = None, *,

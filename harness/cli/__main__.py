@@ -1,0 +1,4 @@
+"""`python -m harness.cli`: the same as `unlearn`."""
+from . import main
+
+main()
