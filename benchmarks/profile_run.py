@@ -53,7 +53,7 @@ def main():
         return 1
     summary = result.summary()
     print(f"profile {p.profile.name} on {runner.models.device_name} ({p.profile.precision}, "
-          f"CUDA graphs {'on' if p.compute.capture else 'off'}); seeds {cfg.seeds}; "
+          f"CUDA graphs {'on' if p.compute.capture else 'off'}); seeds {list(spec.seeds)}; "
           f"references {p.bank_size}")
     print(format_summary(summary, p.describe()["metrics"]).to_string())
     children = [r for r in tracker.runs if "cell_hash" in r.tags]

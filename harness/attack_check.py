@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .cell import FINISHED, Cell, CellResult, Configured, run_attacks
 from .evaluation import Outputs, model_outputs
@@ -46,7 +46,6 @@ class CheckResult:
     references: int
     witness_seed: int
     setup_seconds: float
-    facts: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -66,8 +65,7 @@ def check_attacks(plan: Plan) -> CheckResult:
     verdicts: list[Verdict] = []
     for attack in plan.attacks:
         verdicts.extend(_check_one(attack, refs, witness_out))
-    facts = {"original_cached": refs.original.meta["cached"], "witness_cached": witness.meta["cached"]}
-    return CheckResult(verdicts, split.seed, refs.bank_size, seed, setup, facts)
+    return CheckResult(verdicts, split.seed, refs.bank_size, seed, setup)
 
 
 def _check_one(attack: Configured, refs: SplitModels, witness: Outputs) -> list[Verdict]:

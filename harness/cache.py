@@ -67,20 +67,27 @@ class ModelCache:
         return self.root / f"{key}.logits.pt"
 
     def load_logits(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(indices, float16 logits) cached for model `key`, or None (a bad file is removed, like a model)."""
+        """(indices, logits) cached for model `key`, or None. A bad file is removed, like a model: one that
+        cannot be read, or whose logits are not all finite (written before float16 overflow was caught)."""
         path = self.logits_path(key)
         if not path.exists():
             return None
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
+            if not bool(torch.isfinite(blob["logits"]).all()):
+                raise ValueError("non-finite logits")
             return blob["indices"], blob["logits"]
         except Exception as exc:
-            log.warning("cached logits %s are unreadable (%s: %s); removing them", path, type(exc).__name__, exc)
+            log.warning("cached logits %s are unusable (%s: %s); removing them", path, type(exc).__name__, exc)
             path.unlink(missing_ok=True)
             return None
 
     def save_logits(self, key: str, indices: torch.Tensor, logits: torch.Tensor) -> Path:
-        return self._write(self.logits_path(key), {"indices": indices.cpu(), "logits": logits.half().cpu()})
+        """Store a model's logits as they are given (float16 where they fit: `engine.compact`); non-finite
+        logits are refused, since every later run would read them."""
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError(f"logits of cached model {key} are not all finite: the model diverged; not cached")
+        return self._write(self.logits_path(key), {"indices": indices.cpu(), "logits": logits.cpu()})
 
     def _write(self, path: Path, blob: dict) -> Path:
         """Write atomically: a crash mid-write never leaves a file that looks complete."""

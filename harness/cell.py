@@ -5,9 +5,11 @@ distributed worker. It knows nothing of MLflow or result tables; what happens du
 the caller through `Callbacks`, and what came of it is a `CellResult`.
 
 A method cannot spoil the cells after it: it gets its own copies of the model, the frozen original and
-the index sets; writing into the shared images is detected and undone (the cell FAILS); `sys.exit`
-inside a method, a result that is not a module, and non-finite weights or outputs are that cell's
-failure, with the reason.
+the index sets; writing into the shared images is detected and undone, and so is any global torch
+state it leaves changed (harness.isolation); either FAILS the cell. `sys.exit` inside a method, a result
+that is not a module, and non-finite weights or outputs are that cell's failure, with the reason. An
+attack cannot spoil the attacks after it: global state and the outputs it reads are restored after it,
+and a change it made is its failure.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from . import __version__, engine
+from . import RESULTS_VERSION, engine, isolation
 from .context import CallbackError, Context, UnlearningData
 from .data import ImageData
 from .evaluation import Outputs, model_outputs, run_attack, utility_metrics
@@ -67,7 +69,7 @@ class Cell:
         """Stable across processes and machines; the same resolved configuration gives the same hash."""
         return stable_hash({
             "name": self.name, "params": dict(self.params), "split": self.split.hash, "setting": dict(self.setting),
-            "attacks": {a.name: dict(a.params) for a in self.attacks}, "harness": __version__,
+            "attacks": {a.name: dict(a.params) for a in self.attacks}, "harness": RESULTS_VERSION,
         })
 
 
@@ -122,13 +124,17 @@ def evaluate_cell(cell: Cell, refs: SplitModels, callbacks: Callbacks | None = N
         refs.original.model, service.data, split.retain, split.forget, split.validation, split.seed,
         service.compute, service.model_factory, on_epoch=on_epoch if callbacks.on_epoch else None,
         show_progress=show_progress, epoch_eval_size=epoch_eval_size, name=cell.name)
-    out, elapsed, failure = None, 0.0, None
+    out, elapsed, failure, guard = None, 0.0, None, None
     try:
-        start = clock.now()
-        result = cell.method.fn(model, data, dict(cell.params), ctx)
-        elapsed = clock.now() - start - ctx.overhead_s
-        retrain_clock.sample(service.calibration_steps - service.calibration_steps // 2)
-        out = _evaluate(cell.name, result, refs)
+        with isolation.guarded() as guard:  # whatever global state the method changes is put back here
+            start = clock.now()
+            result = cell.method.fn(model, data, dict(cell.params), ctx)
+            elapsed = clock.now() - start - ctx.overhead_s
+        if guard.changes:
+            failure = (guard.describe(f"method {cell.name!r}"), None)
+        else:
+            retrain_clock.sample(service.calibration_steps - service.calibration_steps // 2)
+            out = _evaluate(cell.name, result, refs)
     except CallbackError as exc:
         service.restore_data()
         raise exc.original from None
@@ -137,7 +143,8 @@ def evaluate_cell(cell: Cell, refs: SplitModels, callbacks: Callbacks | None = N
     except SystemExit as exc:  # a method cannot end the whole run
         failure = (f"method {cell.name!r} called sys.exit({exc.code!r})", traceback.format_exc())
     except BaseException as exc:
-        failure = (_one_line(exc), traceback.format_exc())
+        also = f"; {guard.describe('it also')}" if guard is not None and guard.changes else ""
+        failure = (_one_line(exc) + also, traceback.format_exc())
     if service.restore_data():
         failure = (f"method {cell.name!r} modified the shared images or labels in place (restored for the next "
                    f"cells); its results are void", failure[1] if failure else None)
@@ -227,6 +234,9 @@ def run_attacks(result: CellResult, refs: SplitModels, out: Outputs,
         except Exception as exc:  # the attacks that need reruns fail with this; the others run
             extra = exc
         result.metrics["rerun_seconds"] = time.perf_counter() - start
+    # What the attacks share (the model under test's outputs, the references', the reruns'): a change one
+    # attack makes in place is found and undone before the next one reads them, and fails that attack.
+    mine = isolation.Pristine(target=out, reruns=extra if isinstance(extra, tuple) else ())
     for attack in runnable:
         start = time.perf_counter()
         try:
@@ -235,7 +245,18 @@ def run_attacks(result: CellResult, refs: SplitModels, out: Outputs,
                 raise RuntimeError(f"the reruns of {result.cell.name!r} this attack needs failed: {_one_line(extra)}")
             prepared = refs.prepared(attack.component, attack.params)
             inputs = refs.attack_input(attack.component, out, prepared, extra[:n] if n else ())
-            outcome = run_attack(attack.component, attack.params, inputs)
+            shared = refs.pristine()
+            try:
+                with isolation.guarded() as guard:
+                    outcome = run_attack(attack.component, attack.params, inputs)
+            finally:
+                changed = mine.restore() + shared.restore()
+            if changed:
+                raise isolation.SharedInputChanged(
+                    f"attack {attack.name!r} changed its inputs in place: {', '.join(changed[:4])}"
+                    f"{' and more' if len(changed) > 4 else ''} (undone for every attack after it); its result is void")
+            if guard.changes:
+                raise isolation.GlobalStateChanged(guard.describe(f"attack {attack.name!r}"))
             result.metrics.update(outcome.metrics)
             result.tables.update({f"{attack.name}/{name}": table for name, table in outcome.tables.items()})
         except Exception as exc:
@@ -255,7 +276,11 @@ def _reruns(cell: Cell, refs: SplitModels, n: int) -> tuple[Outputs, ...]:
                                             split.validation, (split.seed + j * RERUN_SEED_STRIDE) % 2**32, service.compute,
                                             service.model_factory, show_progress=False, epoch_eval_size=None,
                                             name=cell.name)
-        outs.append(_evaluate(cell.name, cell.method.fn(model, data, dict(cell.params), ctx), refs))
+        with isolation.guarded() as guard:
+            rerun = cell.method.fn(model, data, dict(cell.params), ctx)
+        if guard.changes:
+            raise isolation.GlobalStateChanged(guard.describe(f"method {cell.name!r} (during a rerun)"))
+        outs.append(_evaluate(cell.name, rerun, refs))
         if service.restore_data():
             raise RuntimeError(f"method {cell.name!r} modified the shared images or labels in place during a rerun")
     return tuple(outs)

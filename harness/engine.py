@@ -240,14 +240,14 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, compute: Compute, 
 def predict(model: nn.Module, data: ImageData, indices: torch.Tensor, *, compute: Compute,
             batch_size: int | None = None, features: bool = False):
     """float32 logits on the CPU for `indices`, in eval mode, without augmentation. With `features=True`,
-    (logits, features): the float16 input of the model's last nn.Linear, captured by a hook during the
-    same forward pass (None if the model has no linear layer). Batches default to
+    (logits, features): the input of the model's last nn.Linear (float16 where it fits, see `compact`),
+    captured by a hook during the same forward pass (None if the model has no linear layer). Batches default to
     `compute.eval_batch_size()`; results stay on the device until one copy at the end."""
     was_training = model.training
     model.eval()
     out, feats = [], []
     head = last_linear(model) if features else None
-    hook = head.register_forward_pre_hook(lambda m, args: feats.append(args[0].detach().flatten(1).half())) \
+    hook = head.register_forward_pre_hook(lambda m, args: feats.append(args[0].detach().flatten(1).float())) \
         if head is not None else None
     try:
         for x, _ in iterate(data, indices, batch_size or compute.eval_batch_size(), compute=compute):
@@ -262,7 +262,22 @@ def predict(model: nn.Module, data: ImageData, indices: torch.Tensor, *, compute
         return logits
     if head is None or len(feats) != len(out):  # no head, or a head called more than once per batch
         return logits, None
-    return logits, torch.cat(feats).cpu() if feats else torch.empty(0, 0, dtype=torch.float16)
+    return logits, compact(torch.cat(feats)).cpu() if feats else torch.empty(0, 0, dtype=torch.float16)
+
+
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)  # 65504
+
+
+def compact(values: torch.Tensor) -> torch.Tensor:
+    """float16 when every value is finite and fits it (|x| <= 65504), which halves what an evaluation
+    pass or a cached bank holds; float32 otherwise, so that nothing overflows to inf. A model trained by
+    ascending a loss reaches logits of 1e4-1e5 on purpose."""
+    values = values.float()
+    if values.numel() and bool(torch.isfinite(values).all()) and float(values.abs().max()) <= FLOAT16_MAX:
+        return values.half()
+    if not values.numel():
+        return values.half()
+    return values
 
 
 def last_linear(model: nn.Module) -> nn.Linear | None:

@@ -6,6 +6,7 @@ reference models (the bank) reach them as cached logits, never as models.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -24,8 +25,9 @@ from .splits import SPLIT_NAMES, Split
 @dataclass(frozen=True)
 class Outputs:
     """float32 logits and int64 labels (CPU) of one model on each split; `indices` are the images' positions
-    in the data set (to name an exposed sample); `features` the float16 input of the model's last linear
-    layer (penultimate features), or None for a model without one."""
+    in the data set (to name an exposed sample); `features` the input of the model's last linear
+    layer (penultimate features; float16 where every value fits, else float32: `engine.compact`), or None
+    for a model without one."""
 
     logits: dict[str, torch.Tensor]
     labels: dict[str, torch.Tensor]
@@ -71,7 +73,7 @@ def true_probs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class ReferenceOutputs:
     """The reference bank's outputs: K retrain models (the recipe of the original, on the same retain set,
-    K seeds other than the gold retrain's) whose float16 logits are cached. `logits[split]` is (K, n, C)
+    K seeds other than the gold retrain's) whose logits are cached (float16 where they fit). `logits[split]` is (K, n, C)
     float32; forget, validation and test images are non-members of every one of them."""
 
     logits: dict[str, torch.Tensor]
@@ -144,7 +146,7 @@ class AttackResult:
 
 
 def model_outputs(model: nn.Module, data: ImageData, split: Split, compute: engine.Compute) -> Outputs:
-    """The evaluation pass: logits and penultimate features (float16) on every split, in one prediction
+    """The evaluation pass: logits and penultimate features on every split, in one prediction
     over all their images (a few large batches on a GPU rather than a partial batch per split)."""
     parts = [getattr(split, name).cpu() for name in SPLIT_NAMES]
     logits, features = engine.predict(model, data, torch.cat(parts), compute=compute, features=True)
@@ -170,7 +172,7 @@ def utility_metrics(out: Outputs, retrain: Outputs | None = None) -> dict[str, f
 
 def run_attack(attack: Attack, params: dict, inputs: AttackInput) -> AttackResult:
     """One attack on one model, its metrics namespaced as `attack/metric`; raises what the attack raises,
-    or a ValueError if it returns a metric it did not declare."""
+    a ValueError if it returns a metric it did not declare, a FloatingPointError if one is not finite."""
     result = attack.fn(inputs, dict(params))
     tables: Mapping = {}
     if isinstance(result, AttackResult):
@@ -184,4 +186,9 @@ def run_attack(attack: Attack, params: dict, inputs: AttackInput) -> AttackResul
     for name, table in tables.items():
         if not isinstance(table, pd.DataFrame):
             raise TypeError(f"attack {attack.name!r}: table {name!r} is {type(table).__name__}, expected a DataFrame")
-    return AttackResult({attack_metric_name(attack.name, k): float(v) for k, v in result.items()}, dict(tables))
+    values = {k: float(v) for k, v in result.items()}
+    bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"attack {attack.name!r} returned non-finite {', '.join(bad)}: a metric is a number "
+                                 f"(leave out one that is undefined here; it is then not logged)")
+    return AttackResult({attack_metric_name(attack.name, k): v for k, v in values.items()}, dict(tables))

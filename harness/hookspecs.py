@@ -1,7 +1,9 @@
 """The four hooks a plugin may implement. Each receives a `register` callback owned by the host.
 
 The host, not the plugin, validates names and detects duplicates, so a broken or clashing plugin is
-reported on its own instead of breaking discovery for everyone (the simonw/llm pattern).
+reported on its own instead of breaking discovery for everyone (the simonw/llm pattern); a component
+that breaks the contract is refused alone. A plugin module may declare the contract version it needs,
+`HARNESS_CONTRACT = 4` (see harness.contract).
 """
 import pluggy
 
@@ -21,10 +23,16 @@ def register_methods(register):
 
 @hookspec
 def register_attacks(register):
-    """register(name, fn, *, metrics, space=None, prepare=None, description=None) for each attack.
+    """register(name, fn, *, metrics, space=None, prepare=None, needs=(), references=0, reruns=0,
+    description=None) for each attack.
 
-    fn(inputs: harness.AttackInput, params: dict) -> {metric: float}, every metric declared in
-    `metrics` ({name: harness.Metric}); prepare(inputs: harness.PrepareInput, params) runs once per split."""
+    fn(inputs: harness.AttackInput, params: dict) -> {metric: float} (or harness.AttackResult with
+    tables), every metric declared in `metrics` ({name: harness.Metric}) and finite; one that is
+    undefined on these inputs is left out. prepare(inputs: harness.PrepareInput, params) runs once per
+    split. What the attack needs beyond the model under test is declared, and an attack whose needs a run
+    cannot meet is skipped with the reason: `needs` names inputs from harness.registry.NEEDS ("retrain",
+    "random"), `references` the least number of reference-bank models and `reruns` how many more runs of
+    the method on the same split (each an int, or a function of the resolved parameters)."""
 
 
 @hookspec

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from . import __version__, engine
+from . import RESULTS_VERSION, __version__, engine
 from .cache import ModelCache
 from .cell import REFERENCE_ROWS, Cell, Configured
 from .data import ImageData, cache_dir, load_cifar10
@@ -89,7 +89,7 @@ class Plan:
     @property
     def hash(self) -> str:
         """The whole configuration (the key a rerun finds its parent run by). Every cell hash holds the
-        harness version and, through its split, the data fingerprint."""
+        results version and, through its split, the data fingerprint."""
         return stable_hash({
             "cells": [c.hash for split in self.work() for c in self.cells(split)],
             "scenarios": {s.name: dict(s.params) for s in self.scenarios}, "seeds": list(self.seeds),
@@ -132,7 +132,7 @@ class Plan:
     def describe(self) -> dict:
         """The resolved configuration as plain data (logged as config.json)."""
         return {
-            "harness": __version__, "profile": self.profile.as_dict(), "seeds": list(self.seeds),
+            "harness": __version__, "results_version": RESULTS_VERSION, "profile": self.profile.as_dict(), "seeds": list(self.seeds),
             "device": str(self.device), "device_name": engine.device_name(self.device),
             "methods": {m.name: dict(m.params) for m in self.methods},
             "attacks": {a.name: dict(a.params) for a in self.attacks},

@@ -3,8 +3,8 @@
 Per split: the original model (trained on retain + forget) and the gold retrain model (trained on retain
 only), both with the profile's recipe, their evaluation outputs, each attack's one-time preparation,
 and the cost of a retrain on this device *now*. On request also the reference bank (K more retrains
-with other seeds, for per-example attacks such as LiRA and RMIA; only their float16 logits are kept)
-and a randomly initialised model's outputs. Models and bank logits are cached on disk under a lock, so
+with other seeds, for per-example attacks such as LiRA and RMIA; only their logits are kept, float16 where
+they fit) and a randomly initialised model's outputs. Models and bank logits are cached on disk under a lock, so
 two processes asking for the same one train it once, and every method, attack and later run reuses it.
 
 Why the retrain cost is measured, not recalled: a cached retrain carries the time it took on another
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import engine, graphs
+from . import engine, graphs, isolation
 from .cache import ModelCache, cache_key
 from .data import ImageData
 from .evaluation import (
@@ -79,6 +79,7 @@ class SplitModels:
     bank: ReferenceOutputs | None = None  # K retrains with other seeds (None: --references 0)
     _prepared: dict = field(default_factory=dict, repr=False)
     _random_out: Outputs | None = field(default=None, repr=False)
+    _pristine: isolation.Pristine | None = field(default=None, repr=False)
 
     @property
     def bank_size(self) -> int:
@@ -98,7 +99,17 @@ class SplitModels:
                 engine.seed_everything(RANDOM_SEED)
                 model = _freeze(service.compute.prepare(service.model_factory()))
             self._random_out = model_outputs(model, service.data, self.split, service.compute)
+            if self._pristine is not None:
+                self._pristine.add(random=self._random_out)
         return self._random_out
+
+    def pristine(self) -> isolation.Pristine:
+        """A copy of everything of this split that attacks read (the original's, retrain's, bank's and random
+        model's outputs), to undo what one attack changes in place before the next reads it."""
+        if self._pristine is None:
+            self._pristine = isolation.Pristine(original=self.original_out, retrain=self.retrain_out,
+                                                references=self.bank, random=self._random_out)
+        return self._pristine
 
     def prepared(self, attack, params: dict) -> Any:
         """What `attack.prepare` returns for this split and these parameters, computed once; a failure
@@ -111,7 +122,19 @@ class SplitModels:
                 inputs = PrepareInput(self.original_out, self.retrain_out, self.split.seed, self.split.scenario,
                                       dict(self.split.info), self.bank,
                                       self.random_out if "random" in attack.needs else None)
-                self._prepared[key] = (attack.prepare(inputs, dict(params)), None)
+                shared = self.pristine()
+                try:
+                    with isolation.guarded() as guard:
+                        value = attack.prepare(inputs, dict(params))
+                finally:
+                    changed = shared.restore()
+                if changed:
+                    raise isolation.SharedInputChanged(
+                        f"attack {attack.name!r}: its prepare changed its inputs in place: {', '.join(changed[:4])} "
+                        f"(undone for every attack after it)")
+                if guard.changes:
+                    raise isolation.GlobalStateChanged(guard.describe(f"attack {attack.name!r}'s prepare"))
+                self._prepared[key] = (value, None)
             except Exception as exc:
                 self._prepared[key] = (None, exc)
         value, error = self._prepared[key]
@@ -153,7 +176,7 @@ class ReferenceModels:
         self._pristine = (data.images.clone(), data.labels.clone())
         self._splits: dict[tuple, SplitModels] = {}
         self._models: dict[str, Trained] = {}
-        self._logits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # bank: key -> (indices, float16 logits)
+        self._logits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # bank: key -> (indices, logits)
 
     # -- models ------------------------------------------------------------------------------------------
     def key(self, indices: torch.Tensor, seed: int, epochs: int) -> str:
@@ -202,7 +225,7 @@ class ReferenceModels:
     # -- the reference bank ------------------------------------------------------------------------------
     def bank(self, split: Split, k: int) -> ReferenceOutputs | None:
         """K retrain models of `split` (the recipe of the original, seeds from `bank_seeds`) as their logits
-        on the split's images; None for k = 0. Logits are cached beside the models (float16), so a later
+        on the split's images; None for k = 0. Logits are cached beside the models (`engine.compact`), so a later
         run loads a few MB instead of a model per reference."""
         if k <= 0:
             return None
@@ -224,7 +247,11 @@ class ReferenceModels:
             cover = wanted if known is None else torch.unique(torch.cat([known[0], wanted]))
             had = key in self._models
             model = self.train(split.retain, seed, desc=desc).model
-            known = (cover, engine.predict(model, self.data, cover, compute=self.compute).half())
+            logits = engine.predict(model, self.data, cover, compute=self.compute)
+            if not bool(torch.isfinite(logits).all()):
+                raise FloatingPointError(f"reference model (training seed {seed}) gives non-finite logits: its "
+                                         f"training diverged under the profile's recipe")
+            known = (cover, engine.compact(logits))
             if not had:
                 self._models.pop(key, None)  # the bank keeps logits only: K models would not fit on a small GPU
             if self.cache is not None:

@@ -33,7 +33,7 @@ STALE_S = 300  # a parent on another host silent this long is taken for dead
 
 
 class RunInProgress(RuntimeError):
-    """--resume found the configuration's run still owned by a live process: adopting it would run every
+    """The run of this configuration is still owned by a live process: continuing it here would run every
     remaining cell twice."""
 
 
@@ -100,7 +100,7 @@ class RunResult:
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of every numeric metric, one row per method in run order
-    (reference rows first); FINISHED rows only. Give it one scenario and budget (see result_groups)."""
+    (reference rows first); FINISHED rows only. Give it one scenario and budget (see RunResult.summaries)."""
     if frame.empty:
         return frame
     df = frame[frame["status"] == FINISHED]

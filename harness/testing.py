@@ -28,6 +28,17 @@ from .splits import Pool, Split
 CPU = engine.Compute(torch.device("cpu"), precision="fp32", channels_last=False)
 
 
+class ConformanceError(AssertionError):
+    """A component does not do what the contract says. Raised by the checks themselves, never by `assert`,
+    so `unlearn check` fails a broken plugin under `python -O` too."""
+
+
+def require(condition: object, message: str) -> None:
+    """Raise ConformanceError(message) unless `condition` holds."""
+    if not condition:
+        raise ConformanceError(message)
+
+
 def synthetic_arrays(n_train: int = 120, n_test: int = 80, seed: int = 0) -> dict:
     """CIFAR-shaped uint8 images whose mean colour depends on the class, so a model can learn something."""
     rng = np.random.default_rng(seed)
@@ -119,17 +130,17 @@ def check_method_contract(method: Method, bench: Bench) -> None:
     """Returns the same architecture in eval mode with changed, finite weights; leaves the original alone."""
     before = _state(bench.original)
     out, _ = bench.run(method)
-    assert isinstance(out, nn.Module), f"returned {type(out).__name__}, expected a torch.nn.Module"
-    assert type(out) is type(bench.original), "must return the same architecture"
-    assert {k: v.shape for k, v in out.state_dict().items()} == {k: v.shape for k, v in before.items()}, \
-        "the returned model's parameter shapes differ from the original's"
-    assert not out.training, "must return the model in eval mode (ctx.fit does)"
+    require(isinstance(out, nn.Module), f"returned {type(out).__name__}, expected a torch.nn.Module")
+    require(type(out) is type(bench.original), "must return the same architecture")
+    require({k: v.shape for k, v in out.state_dict().items()} == {k: v.shape for k, v in before.items()},
+            "the returned model's parameter shapes differ from the original's")
+    require(not out.training, "must return the model in eval mode (ctx.fit does)")
     changed = [k for k, v in out.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
-    assert changed, "the method changed no weight"
-    assert all(torch.isfinite(v).all() for v in out.state_dict().values() if v.is_floating_point()), \
-        "non-finite weights"
-    assert all(torch.equal(v, before[k]) for k, v in bench.original.state_dict().items()), \
-        "the original model was modified"
+    require(changed, "the method changed no weight")
+    require(all(torch.isfinite(v).all() for v in out.state_dict().values() if v.is_floating_point()),
+            "non-finite weights")
+    require(all(torch.equal(v, before[k]) for k, v in bench.original.state_dict().items()),
+            "the original model was modified")
 
 
 def check_method_repeatable(method: Method, bench: Bench) -> None:
@@ -137,13 +148,13 @@ def check_method_repeatable(method: Method, bench: Bench) -> None:
     a, _ = bench.run(method, seed=3)
     b, _ = bench.run(method, seed=3)
     differ = [k for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()) if not torch.equal(va, vb)]
-    assert not differ, f"two runs with the same seed differ in {', '.join(differ[:3])}"
+    require(not differ, f"two runs with the same seed differ in {', '.join(differ[:3])}")
 
 
 def check_method_epochs(method: Method, bench: Bench) -> None:
     """Exposes `epochs`, does more work with more of them, and reports each epoch to the caller's hook
     (ctx.fit or ctx.log_epoch) at least `epochs` times, so a tuner can prune it."""
-    assert "epochs" in method.space, "every method exposes `epochs` (the paper compares 5, 9 and 20)"
+    require("epochs" in method.space, "every method exposes `epochs` (the paper compares 5, 9 and 20)")
     low = max(method.space["epochs"].low, 1)
     work = []
     for epochs in (low, low + 1):
@@ -151,11 +162,10 @@ def check_method_epochs(method: Method, bench: Bench) -> None:
         model, data, ctx = bench.method_arguments(on_epoch=lambda epoch, m: reported.append(epoch))
         batches = count_batches(ctx)
         method.fn(model, data, method.resolve({"epochs": epochs}), ctx)
-        assert len(reported) >= epochs, (
-            f"epochs={epochs} reported {len(reported)} epoch(s) to the epoch hook; call ctx.log_epoch once per "
-            f"epoch (ctx.fit does)")
+        require(len(reported) >= epochs, f"epochs={epochs} reported {len(reported)} epoch(s) to the epoch hook; "
+                                         f"call ctx.log_epoch once per epoch (ctx.fit does)")
         work.append(batches["n"])
-    assert work[1] > work[0], f"epochs={low + 1} did no more work than epochs={low}"
+    require(work[1] > work[0], f"epochs={low + 1} did no more work than epochs={low}")
 
 
 def check_method_parameters(method: Method, bench: Bench | None = None) -> None:
@@ -163,17 +173,17 @@ def check_method_parameters(method: Method, bench: Bench | None = None) -> None:
     try:
         method.resolve({"no_such_param": 1})
     except ParamError as exc:
-        assert "no_such_param" in str(exc), str(exc)
+        require("no_such_param" in str(exc), str(exc))
     else:
-        raise AssertionError("an unknown parameter was accepted")
+        raise ConformanceError("an unknown parameter was accepted")
     for name, param in method.space.items():
         if isinstance(param, (Int, Float)):
             try:
                 method.resolve({name: param.high + 1000})
             except ParamError as exc:
-                assert name in str(exc) and "out of range" in str(exc), str(exc)
+                require(name in str(exc) and "out of range" in str(exc), str(exc))
             else:
-                raise AssertionError(f"{name}={param.high + 1000} was accepted above its range")
+                raise ConformanceError(f"{name}={param.high + 1000} was accepted above its range")
 
 
 METHOD_CHECKS = [check_method_contract, check_method_repeatable, check_method_epochs, check_method_parameters]
@@ -186,19 +196,20 @@ def check_attack(attack: Attack, bench: Bench) -> None:
     fresh (untrained) model."""
     params = attack.resolve()
     refs = bench.references(attack.bank_needed(params))
-    assert refs.unmet(attack, params) is None, refs.unmet(attack, params)
+    require(refs.unmet(attack, params) is None, refs.unmet(attack, params))
     engine.seed_everything(0)
     fresh = bench.outputs(CPU.prepare(bench.model_factory()).eval())
     prepared = refs.prepared(attack, params)
     for target in (refs.original_out, fresh):
         inputs = refs.attack_input(attack, target, prepared, (target,) * attack.reruns_needed(params))
         first = run_attack(attack, params, inputs)
-        assert first.metrics, "returned no metric"
-        assert set(first.metrics) <= {attack_metric_name(attack.name, m) for m in attack.metrics}
-        assert all(isinstance(v, float) for v in first.metrics.values())
+        require(first.metrics, "returned no metric")
+        undeclared = set(first.metrics) - {attack_metric_name(attack.name, m) for m in attack.metrics}
+        require(not undeclared, f"returned undeclared metric(s) {', '.join(sorted(undeclared))}")
+        require(all(isinstance(v, float) for v in first.metrics.values()), "returned metrics that are not floats")
         again = run_attack(attack, params, inputs).metrics
-        assert all(v == again[k] or (math.isnan(v) and math.isnan(again[k])) for k, v in first.metrics.items()), \
-            f"not repeatable under the same seed: {first.metrics} vs {again}"
+        require(all(v == again[k] or (math.isnan(v) and math.isnan(again[k])) for k, v in first.metrics.items()),
+                f"not repeatable under the same seed: {first.metrics} vs {again}")
 
 
 ATTACK_CHECKS = [check_attack]
@@ -214,11 +225,11 @@ def check_scenario(scenario: Scenario, bench: Bench) -> None:
     chosen = [scenario.fn(pool, torch.Generator().manual_seed(0), **params) for _ in range(2)]
     chosen = [c[0] if isinstance(c, tuple) else c for c in chosen]
     first = torch.as_tensor(chosen[0]).flatten()
-    assert len(first) > 0, "chose an empty forget set"
-    assert len(first) < len(pool), "chose the whole pool"
-    assert int(first.min()) >= 0 and int(first.max()) < len(pool), "positions outside the pool"
-    assert len(torch.unique(first)) == len(first), "duplicate positions"
-    assert torch.equal(first, torch.as_tensor(chosen[1]).flatten()), "not repeatable under the same seed"
+    require(len(first) > 0, "chose an empty forget set")
+    require(len(first) < len(pool), "chose the whole pool")
+    require(int(first.min()) >= 0 and int(first.max()) < len(pool), "positions outside the pool")
+    require(len(torch.unique(first)) == len(first), "duplicate positions")
+    require(torch.equal(first, torch.as_tensor(chosen[1]).flatten()), "not repeatable under the same seed")
 
 
 SCENARIO_CHECKS = [check_scenario]

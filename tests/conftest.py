@@ -41,6 +41,9 @@ def _register_example_plugin() -> str:
 
 
 TEST_SITE = _register_example_plugin()
+# Only the built-ins and the example plugin load, in this process and its subprocesses, whatever else the
+# environment has installed: a plugin installed for something else must not change what the tests see.
+os.environ["HARNESS_LOAD_PLUGINS"] = "harness-example-plugin"
 __all__ = ["CPU", "REPO", "synthetic_arrays", "synthetic_data", "method_inputs", "count_batches", "tiny_factory"]
 
 

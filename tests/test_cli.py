@@ -34,7 +34,8 @@ SMOKE = ["--profile", "smoke", "--model", "tiny-cnn", "--quiet"]
     (["--epochs", "2,x"], "is not a number"),
     (["--storage", "journal:q.log"], "--storage queues the cells of a --benchmark NAME"),
     (["--benchmark", "b"], "--benchmark b needs --storage"),
-    (["--benchmark", "b", "--storage", "sqlite:///q.db"], "SQLite is not for parallel workers"),
+    (["--benchmark", "b", "--storage", "sqlite:///q.db"], "SQLite is not for parallel workers: use --storage "
+     "journal:PATH (one host) or postgresql://... (several hosts)\n"),
     (["--scenarios", "random,nope"], "Valid scenarios"),
     (["--model-option", "width=0"], "model 'tiny-cnn': width=0 is out of range"),
     (["--seeds", "a-b"], "expected integers like 0,1,2"),
@@ -92,7 +93,7 @@ def test_missing_data_is_one_clear_message(tmp_path, monkeypatch):
 def test_plugins_lists_components_with_their_distribution_and_metrics():
     result = invoke("plugins")
     assert result.exit_code == 0
-    assert "plugin contract version 3" in result.output
+    assert "plugin contract version 4" in result.output
     for line in ("methods:", "attacks:", "scenarios:", "models:"):
         assert line in result.output
     simple = next(line for line in result.output.splitlines() if line.strip().startswith("simple "))

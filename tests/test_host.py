@@ -3,6 +3,7 @@ import types
 
 import pytest
 
+import harness
 from harness import Int, Metric, __version__, hookimpl
 from harness.host import Host, discover
 from harness.registry import DuplicateComponent, UnknownComponent
@@ -101,19 +102,24 @@ def test_unknown_name_names_plugins_that_failed_to_load(monkeypatch):
         host.methods.get("its-method")
     message = str(err.value)
     assert "its-plugin (unknown distribution (its-plugin)): import failed: ImportError: No module named 'its_dependency'" in message
-    assert "refused (refused): ValueError: defaults do not validate: method 'bad-default': epochs=9 is out of range" in message
+    assert "method 'bad-default' of refused (refused) refused: defaults do not validate: method 'bad-default': " \
+           "epochs=9 is out of range" in message
 
 
 @pytest.mark.parametrize("bad_call, error", [
     (lambda register: register("bad name!", lambda *a: None), "invalid method name"),
     (lambda register: register("x", "not callable"), "is not callable"),
     (lambda register: register("x", lambda *a: None, space={"epochs": 3}), "must be Int, Float or Choice"),
-    (lambda register: register("x", lambda *a: None, metrics={"auc": 1}), "unexpected keyword argument 'metrics'"),
+    (lambda register: register("x", lambda *a: None, metrics={"auc": 1}), "unexpected keyword argument(s) 'metrics'"),
+    (lambda register: register("x", lambda model, data: model), "calls it as fn(model, data, params, ctx)"),
 ])
 def test_invalid_registrations_are_refused(bad_call, error):
+    """A component that breaks the contract is refused alone: the plugin loads, the refusal says why."""
     host = Host()
-    info = host.add_plugin(plugin_module("p", register_methods=bad_call), name="p")
-    assert not info.ok and error in info.error
+    info = host.add_plugin(plugin_module("p", register_methods=lambda register: (bad_call(register), good(register))),
+                           name="p")
+    assert info.ok and len(info.refused) == 1 and error in info.refused[0].reason, info
+    assert host.methods.names() == ["my-method"] and host.refusals == list(info.refused)
 
 
 @pytest.mark.parametrize("kwargs, error", [
@@ -127,7 +133,66 @@ def test_attack_registrations_declare_metrics(kwargs, error):
     host = Host()
     info = host.add_plugin(plugin_module("p", register_attacks=lambda register: register(
         "a", lambda inputs, params: {}, **kwargs)), name="p")
+    assert info.ok and [r.name for r in info.refused] == ["a"] and error in info.refused[0].reason
+    assert "a" not in host.attacks
+
+
+def contract_1_package():
+    """A plugin written for contract 1 (harness 0.1): a method, an attack fn(outputs) without metrics, a scenario."""
+    def first_images(pool, generator, count=20):
+        return list(range(count))
+
+    return plugin_module(
+        "old-package",
+        register_methods=lambda register: register("old-method", lambda model, data, params, ctx: model),
+        register_attacks=lambda register: register("old-attack", lambda outputs: {"auc": 0.5}),
+        register_scenarios=lambda register: register("old-scenario", first_images))
+
+
+def test_a_contract_1_package_keeps_its_valid_components_and_the_refusal_names_the_contract():
+    host = Host()
+    info = host.add_plugin(contract_1_package(), name="old-package", source="old-package 0.1")
+    assert info.ok and "old-method" in host.methods and "old-scenario" in host.scenarios
+    (refusal,) = info.refused
+    assert refusal.kind == "attack" and refusal.name == "old-attack"
+    assert "declares no metrics" in refusal.reason and "plugin contract 2:" in refusal.reason
+    with pytest.raises(UnknownComponent) as err:  # asking for it says why it is not there
+        host.attacks.get("old-attack")
+    assert "attack 'old-attack' of old-package (old-package 0.1) refused: attack 'old-attack' declares no metrics" \
+        in str(err.value)
+
+
+def test_an_attack_of_the_old_shape_is_refused_even_with_metrics():
+    host = Host()
+    info = host.add_plugin(plugin_module("p", register_attacks=lambda register: register(
+        "shape", lambda outputs: {}, metrics={"auc": Metric(target=0.5)})), name="p")
+    assert "calls it as fn(inputs, params)" in info.refused[0].reason and "plugin contract 2" in info.refused[0].reason
+
+
+@pytest.mark.parametrize("declared, error", [
+    (99, "needs plugin contract 99, and this unlearning-harness has contract 4: upgrade it"),
+    ("4", "HARNESS_CONTRACT = '4' is not a contract version"),
+])
+def test_a_plugin_needing_a_newer_contract_is_refused_with_one_line(declared, error):
+    module = plugin_module("future", register_methods=good)
+    module.HARNESS_CONTRACT = declared
+    info = Host().add_plugin(module, name="future")
     assert not info.ok and error in info.error
+
+
+def test_a_plugin_declaring_this_contract_loads():
+    module = plugin_module("current", register_methods=good)
+    module.HARNESS_CONTRACT = harness.__api_version__
+    assert Host().add_plugin(module, name="current").ok
+
+
+def test_load_plugins_limits_what_loads_besides_the_builtins(monkeypatch):
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "")
+    host = discover()
+    assert "simple" in host.methods and "noisy-finetune" not in host.methods
+    assert any(n.startswith("harness-example-plugin") for n in host.not_loaded)
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "harness_example_plugin")  # names compare normalised
+    assert "noisy-finetune" in discover().methods
 
 
 def test_metric_declares_a_target_or_a_direction():

@@ -130,7 +130,7 @@ def test_registration_refuses_bad_needs_and_intervals():
             register("bad", lambda i, p: {}, metrics={"x": Metric(interval=("lo", "hi"))})
 
     info = host.add_plugin(Plugin, name="bad-plugin")
-    assert not info.ok and "interval bound 'lo'" in info.error
+    assert info.ok and "interval bound 'lo'" in info.refused[0].reason and "bad" not in host.attacks
 
     class Plugin2:
         @staticmethod
@@ -139,7 +139,7 @@ def test_registration_refuses_bad_needs_and_intervals():
             register("bad2", lambda i, p: {}, metrics={"x": Metric()}, needs=("gpu",))
 
     info = host.add_plugin(Plugin2, name="bad-plugin-2")
-    assert not info.ok and "unknown need(s) gpu" in info.error
+    assert info.ok and "unknown need(s) gpu" in info.refused[0].reason and "bad2" not in host.attacks
 
 
 @pytest.mark.parametrize("metric, original, witness, expected", [
@@ -156,8 +156,8 @@ def test_check_attacks_rules(metric, original, witness, expected):
     assert status == expected, why
 
 
-def test_the_readme_attack_example_registers_and_passes_the_conformance_check(bench):
-    """The bank-based attack the README shows, executed as written."""
+def test_the_tutorial_attack_example_registers_and_passes_the_conformance_check(bench):
+    """The bank-based attack the plugin tutorial shows, executed as written."""
     import re
     import types
 
@@ -165,10 +165,11 @@ def test_the_readme_attack_example_registers_and_passes_the_conformance_check(be
 
     from .conftest import REPO
 
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    tutorial = REPO / "docs" / "plugins" / "tutorial.md"
+    blocks = re.findall(r"```python\n(.*?)```", tutorial.read_text(), re.S)
     source = next(b for b in blocks if "deviation-auc" in b)
     module = types.ModuleType("readme_attack")
-    exec(compile(source, "README.md", "exec"), module.__dict__)
+    exec(compile(source, str(tutorial), "exec"), module.__dict__)
     host = Host()
     assert host.add_plugin(module, name="readme-attack").ok
     attack = host.attacks.get("deviation-auc")

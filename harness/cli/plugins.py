@@ -32,12 +32,18 @@ def plugins(verbose):
             click.echo(f"  {comp.name:<14} {comp.source:<44} {comp.description}{extra}")
         for name, sources in registry.conflicts.items():
             click.echo(f"  {name:<14} CONFLICT: registered by {' and '.join(sources)}")
+    if host.refusals:
+        click.echo("components refused (their plugins' other components loaded):")
+        for refusal in host.refusals:
+            click.echo(f"  {refusal.line()}")
     if host.failures:
         click.echo("plugins that failed to load:")
         for info in host.failures:
             click.echo(f"  {info.name} ({info.source}): {info.error}")
             if verbose and info.details:
                 click.echo("    " + info.details.replace("\n", "\n    "))
+    if host.not_loaded:
+        click.echo(f"not loaded ($HARNESS_LOAD_PLUGINS): {', '.join(host.not_loaded)}")
 
 
 def _attack_needs(attack) -> str:
@@ -67,7 +73,7 @@ def check(names, model):
     kinds = [("method", host.methods, testing.METHOD_CHECKS), ("attack", host.attacks, testing.ATTACK_CHECKS),
              ("scenario", host.scenarios, testing.SCENARIO_CHECKS)]
     wanted = set(names)
-    known = {c.name for _, registry, _ in kinds for c in registry}
+    known = {c.name for _, registry, _ in kinds for c in registry} | {r.name for r in host.refusals}
     if wanted - known:
         raise click.UsageError(f"nothing registered as {', '.join(sorted(wanted - known))}; "
                                f"registered: {', '.join(sorted(known))}")
@@ -89,10 +95,13 @@ def check(names, model):
                     failed += 1
                     click.echo(f"FAIL {kind} {component.name}: {fn.__name__}: {type(exc).__name__}: {exc}")
                     click.echo("    " + traceback.format_exc().replace("\n", "\n    "), err=True)
-    if host.failures:
-        failed += len(host.failures)
-        for info in host.failures:
-            click.echo(f"FAIL plugin {info.name} ({info.source}) did not load: {info.error}")
+    for info in host.failures:
+        failed += 1
+        click.echo(f"FAIL plugin {info.name} ({info.source}) did not load: {info.error}")
+    for refusal in host.refusals:
+        if not wanted or refusal.name in wanted:
+            failed += 1
+            click.echo(f"FAIL {refusal.line()}")
     sys.exit(1 if failed else 0)
 
 

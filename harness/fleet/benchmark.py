@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .. import __version__
+from .. import RESULTS_VERSION, __version__
 from ..cell import Cell
 from ..plan import Plan
 from ..recorder import finished
@@ -52,7 +52,7 @@ class Benchmark:
 def storage_for(url: str, folder) -> StudyStorage:
     """The study storage of a benchmark: PostgreSQL (several machines) or a journal file (one machine)."""
     try:
-        return resolve_storage(url, workers=2, folder=folder)
+        return resolve_storage(url, workers=2, folder=folder, flag_optional=False)
     except StorageError as exc:
         raise UsageError(str(exc)) from None
 
@@ -194,7 +194,7 @@ def _cells(p: Plan) -> list[tuple[Split, Cell]]:
 
 def _facts(p: Plan) -> dict:
     """What must agree between workers for their cells to be comparable (part of the plan hash)."""
-    return {"harness": __version__, "data fingerprint": p.data.fingerprint, "profile": p.profile.as_dict(),
+    return {"results version": RESULTS_VERSION, "data fingerprint": p.data.fingerprint, "profile": p.profile.as_dict(),
             "model": p.model.name, "references": p.bank_size}
 
 

@@ -83,9 +83,10 @@ class StudyStorage:
                 time.sleep(0.5 + random.random())
 
 
-def resolve_storage(url: str | None, workers: int, folder: Path) -> StudyStorage:
+def resolve_storage(url: str | None, workers: int, folder: Path, *, flag_optional: bool = True) -> StudyStorage:
     """The storage of `url` (default: SQLite in `folder` for one worker, a journal file for several),
-    checked: a StorageError says what is wrong in one line; nothing is created."""
+    checked: a StorageError says what is wrong in one line; nothing is created. `flag_optional`: whether
+    the command may leave --storage out (a tuning study may, a shared benchmark may not)."""
     if url is None:
         url = f"sqlite:///{folder / 'optuna.db'}" if workers == 1 else f"journal:{folder / 'optuna-journal.log'}"
     if url.startswith("journal:"):
@@ -107,7 +108,7 @@ def resolve_storage(url: str | None, workers: int, folder: Path) -> StudyStorage
             raise StorageError(f"storage {url!r}: use sqlite:///PATH.db (a file, so that the study outlives the process)")
         if workers > 1:
             raise StorageError("SQLite is not for parallel workers: use --storage journal:PATH (one host) or "
-                               "postgresql://... (several hosts), or leave --storage out")
+                               "postgresql://... (several hosts)" + (", or leave --storage out" if flag_optional else ""))
         _check_parent(Path(parsed.database), url)
         return StudyStorage(url, "sqlite")
     storage = StudyStorage(url, "rdb")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from ..metrics import UTILITY
+from ..tracking import shown_uri
 
 HOLDOUT_COLUMNS = [("acc_retain", "retain"), ("acc_forget", "forget"), ("acc_validation", "valid"),
                    ("forget_val_ratio", "F/V ratio"), (None, "attack"), ("pct_retrain_time", "% retrain"),
@@ -108,7 +109,7 @@ def facts(summary: dict) -> list[str]:
             if o["kind"] == "pareto" else "score = |ratio - 1| + 2 * attack distance + 10 * constraint violations")
     counts = ", ".join(f"{k} {v}" for k, v in c.items() if k != "feasible")
     return [
-        f"- study `{summary['study']}` in `{summary['storage']}`",
+        f"- study `{summary['study']}` in `{shown_uri(summary['storage'])}`",
         f"- {summary['profile']} profile, {summary['scenario']} scenario, {summary['device']}, {summary['precision']}",
         f"- objective: {goal}; constraints: validation accuracy at least the original's minus "
         f"{o['tolerance']:g}, time at most {o['time_budget']:g}% of a retrain",

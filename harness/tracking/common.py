@@ -52,6 +52,20 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
+def shown_uri(uri: str) -> str:
+    """A store URI as a report page shows it: a file under the working folder as a relative path
+    (sqlite:///mlruns/mlflow.db, journal:mlruns/x.log), so a page committed from a checkout names no path
+    of the machine it was written on; anything else as it is."""
+    for prefix in ("sqlite:///", "journal:"):
+        if uri.startswith(prefix):
+            path = Path(uri[len(prefix):])
+            try:
+                return prefix + str(path.resolve().relative_to(Path.cwd().resolve()))
+            except ValueError:
+                return uri
+    return uri
+
+
 def artifact_root_for(uri: str) -> str | None:
     """Artifacts beside an SQLite database; None lets a tracking server decide."""
     path = sqlite_path(uri)

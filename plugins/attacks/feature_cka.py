@@ -7,6 +7,8 @@ forget features should look more like the retrain model's than like the original
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from harness import Int, Metric, hookimpl
@@ -28,7 +30,7 @@ def cka_from_grams(k: np.ndarray, l_: np.ndarray) -> float:
     """<HKH, HLH> / (||HKH|| ||HLH||): linear CKA from two Gram matrices over the same images."""
     k, l_ = _centre(k), _centre(l_)
     denominator = np.linalg.norm(k) * np.linalg.norm(l_)
-    return float((k * l_).sum() / denominator) if denominator > 0 else float("nan")
+    return float((k * l_).sum() / denominator) if denominator > 0 else math.nan
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -58,6 +60,10 @@ def feature_cka(inputs, params):
     keep = np.sort(rng.choice(n, params["max_samples"], replace=False)) if n > params["max_samples"] else np.arange(n)
     grams = [centred_gram(f[keep]) for f in (target, original, retrain)]
     k_t, k_o, k_r = grams
+    constant = [who for who, g in zip(("target", "original", "retrain"), grams) if not np.linalg.norm(_centre(g)) > 0]
+    if constant:
+        raise ValueError(f"the {' and '.join(constant)} model's features are the same for every forget image: "
+                         f"CKA is undefined")
     cka_original, cka_retrain = cka_from_grams(k_t, k_o), cka_from_grams(k_t, k_r)
     delta = cka_retrain - cka_original
     deltas = []

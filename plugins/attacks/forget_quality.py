@@ -177,10 +177,6 @@ def prepare_forget_quality(inputs, params) -> dict:
             "retain_accuracy": _mean_accuracy(models_a, "retain"), "test_accuracy": _mean_accuracy(models_a, "test")}
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else math.nan
-
-
 def _mean_ratio(u: np.ndarray, c: np.ndarray) -> float:
     c_mean = float(np.mean(c))
     return float(np.mean(u)) / c_mean if c_mean > 0 else math.nan
@@ -201,14 +197,14 @@ def forget_quality(inputs, params) -> dict:
     scores = bucket_scores(example_epsilons(phi, prepared["retrained_phi"]), n_models)
     calibration_scores = prepared["calibration_scores"]
     f, calibration = float(scores.mean()), float(calibration_scores.mean())
-    out = {"F": f, "calibration": calibration, "relative": _ratio(f, calibration), "models": float(n_models)}
-    if calibration > 0:
+    out = {"F": f, "calibration": calibration, "models": float(n_models)}
+    if calibration > 0:  # else there is no retrain-vs-retrain baseline to be relative to: left out, not NaN
+        out["relative"] = f / calibration
         out["relative_low"], out["relative_high"] = bootstrap_ci(
             _mean_ratio, (scores, calibration_scores), n_boot=params["bootstrap"], seed=inputs.seed, paired=True)
-    else:  # no retrain-vs-retrain baseline to be relative to: nothing to judge
-        out["relative_low"] = out["relative_high"] = math.nan
-    out["score"] = (f * _ratio(_mean_accuracy(unlearned, "retain"), prepared["retain_accuracy"])
-                    * _ratio(_mean_accuracy(unlearned, "test"), prepared["test_accuracy"]))
+    if prepared["retain_accuracy"] > 0 and prepared["test_accuracy"] > 0:
+        out["score"] = (f * _mean_accuracy(unlearned, "retain") / prepared["retain_accuracy"]
+                        * _mean_accuracy(unlearned, "test") / prepared["test_accuracy"])
     return out
 
 
