@@ -17,8 +17,8 @@ import time
 
 from harness.cell import Cell, evaluate_cell
 from harness.plan import plan
-from harness.spec import configure
 from harness.reference_models import bank_seeds
+from harness.spec import configure
 
 
 def cpu_name() -> str:

@@ -32,8 +32,8 @@ def main():
     n = len(data.labels) if args.limit is None else min(args.limit, len(data.labels))
     every = torch.arange(n)
     quarter = n // 4  # four splits, as a cell has: retain, forget, validation, test
-    split = Split("all", 0, every[:2 * quarter], every[2 * quarter:3 * quarter], every[3 * quarter:3 * quarter + quarter // 4],
-                  every[3 * quarter + quarter // 4:], "all", "all")
+    split = Split("all", 0, every[:2 * quarter], every[2 * quarter:3 * quarter],
+                  every[3 * quarter:3 * quarter + quarter // 4], every[3 * quarter + quarter // 4:], "all", "all")
     compute = engine.Compute(device, args.precision, channels_last=True)
     torch.manual_seed(0)
     model = compute.prepare(resnet18(num_classes=10)).eval()

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from harness.plan import plan
-from harness.spec import configure
 from harness.reporting.tables import format_summary
 from harness.runner import Runner
+from harness.spec import configure
 from harness.tracking import MemoryTracker
 
 

@@ -65,8 +65,8 @@ def main():
     factory = lambda: host.models.get("resnet18").fn(data.num_classes)  # noqa: E731
     cache = ModelCache(cache_dir() / "models")
     print(f"profile {profile.name}: {len(split.train)} training images; device {engine.device_name(device)}")
-    header = f"{'recipe':<34} {'precision':<9} {'seed':>4} {'train acc':>9} {'valid acc':>9} {'test acc':>8} {'F/V':>5} " \
-             f"{'last loss':>9} {'largest rise':>13} {'late rise':>10} {'train s':>8} {'img/s':>7}"
+    header = f"{'recipe':<34} {'precision':<9} {'seed':>4} {'train acc':>9} {'valid acc':>9} {'test acc':>8} " \
+             f"{'F/V':>5} {'last loss':>9} {'largest rise':>13} {'late rise':>10} {'train s':>8} {'img/s':>7}"
     print(header)
     verdicts = []
     for overrides in [parse_recipe(r) for r in (args.recipe or [""])]:
@@ -90,7 +90,8 @@ def main():
                 ratio = out.accuracy("forget") / out.accuracy("validation")
                 print(f"{label:<34} {precision:<9} {seed:>4} {train_acc:>9.3f} {out.accuracy('validation'):>9.3f} "
                       f"{out.accuracy('test'):>8.3f} {ratio:>5.2f} "
-                      f"{losses[-1]:>9.4f} {rise:>8.3f} @{at:<3} {late:>5.3f} @{late_at:<2} {seconds:>8.1f} {rate:>7.0f}{cached}",
+                      f"{losses[-1]:>9.4f} {rise:>8.3f} @{at:<3} {late:>5.3f} @{late_at:<2} "
+                      f"{seconds:>8.1f} {rate:>7.0f}{cached}",
                       flush=True)
                 worst["acc"] = min(worst["acc"], train_acc)
                 worst["rise"] = max(worst["rise"], rise)
@@ -98,7 +99,8 @@ def main():
         ok = worst["acc"] >= 0.98 and worst["late"] <= SPIKE
         verdicts.append(f"{label}: lowest train acc {worst['acc']:.3f}, largest loss rise {worst['rise']:.3f} "
                         f"(last third: {worst['late']:.3f}) -> "
-                        f"{'memorises, no late spike' if ok else 'FAILS (needs >= 0.98 and no late rise > %.1f)' % SPIKE}")
+                        + ("memorises, no late spike" if ok
+                           else f"FAILS (needs >= 0.98 and no late rise > {SPIKE:.1f})"))
     print("\n" + "\n".join(verdicts))
 
 

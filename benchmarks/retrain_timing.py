@@ -61,7 +61,8 @@ def main():
               f"(estimate / full = {estimate / full:.3f})")
     method = host.methods.get(args.method)
     cell = Cell(method.name, method, method.resolve(), split, (), {})
-    print(f"\n{'condition':<10} {'run':>3} {'method s':>9} {'estimate s':>11} {'% (timed now)':>14} {'% (recorded)':>13}")
+    print(f"\n{'condition':<10} {'run':>3} {'method s':>9} {'estimate s':>11} "
+          f"{'% (timed now)':>14} {'% (recorded)':>13}")
     spread = {}
     for condition in ("quiet", "loaded"):
         load = subprocess.Popen([sys.executable, "-c", LOAD]) if condition == "loaded" else None
@@ -79,7 +80,8 @@ def main():
                 load.kill()
     print()
     for name, values in spread.items():
-        print(f"% of retrain, {name:<9}: {min(values):6.1f} .. {max(values):6.1f}  (max / min = {max(values) / min(values):.2f})")
+        print(f"% of retrain, {name:<9}: {min(values):6.1f} .. {max(values):6.1f}  "
+              f"(max / min = {max(values) / min(values):.2f})")
 
 
 if __name__ == "__main__":

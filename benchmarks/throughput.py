@@ -54,7 +54,8 @@ def run_harness(data, idx, args, device, precision, channels_last, use_graphs=No
     rate = len(timed) / (time.perf_counter() - start)
     after = graphs.runner(opt, device, capture=compute.capture).counts
     if compute.capture:  # what the timed steps were: replays, unless a step could not be recorded
-        STEP_KINDS[f"{precision}"] = {k: getattr(after, k) - getattr(counts, k) for k in ("replays", "eager", "captures", "failures")}
+        STEP_KINDS[f"{precision}"] = {k: getattr(after, k) - getattr(counts, k)
+                                      for k in ("replays", "eager", "captures", "failures")}
     return rate
 
 
@@ -255,7 +256,8 @@ def main():
         if cuda:
             print(f"harness graphs / eager, {label:<8}   {med[f'harness {label}'] / med[f'harness {label} eager']:.2f}")
     fastest = max(("fp32", "bf16+cl"), key=lambda label: med[f"harness {label}"])
-    print(f"harness {fastest} / kit fp32:{'':<9} {med[f'harness {fastest}'] / med['kit fp32']:.2f}    (goal >= 5 on a GPU)")
+    print(f"harness {fastest} / kit fp32:{'':<9} {med[f'harness {fastest}'] / med['kit fp32']:.2f}    "
+          "(goal >= 5 on a GPU)")
     if fastest != "fp32":
         print(f"harness fp32 / kit fp32:{'':<12} {med['harness fp32'] / med['kit fp32']:.2f}")
     print(f"original model, 30 epochs of 50k images at harness {fastest} img/s: "

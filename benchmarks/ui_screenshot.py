@@ -5,8 +5,8 @@
 Writes (or refreshes) the experiment's view (key metrics from --metrics, else from the newest benchmark
 run's config.json, else the defaults), starts an MLflow server on the store, opens the view at 1600x1000,
 waits for the rows and charts and saves the page: with `--mode both` (default) the runs table above the
-chart view, in one image. Prints the view's URL. Needs `pip install playwright` and a Chromium (Debian's `/usr/bin/chromium`,
-or $HARNESS_CHROMIUM); no `playwright install`.
+chart view, in one image. Prints the view's URL. Needs `pip install playwright` and a Chromium (Debian's
+`/usr/bin/chromium`, or $HARNESS_CHROMIUM); no `playwright install`.
 """
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ def screenshot(base_url: str, experiment_id: str, key: str, out: Path, mode: str
 
     table_ready = '.ag-header-cell[col-id^="metrics."]'
     chart_ready = f"{CARD} .js-plotly-plot g.trace.bars"
-    shots = [("TABLE", table_ready)] * (mode in ("both", "table")) + [("CHART", chart_ready)] * (mode in ("both", "chart"))
+    shots = ([("TABLE", table_ready)] * (mode in ("both", "table"))
+             + [("CHART", chart_ready)] * (mode in ("both", "chart")))
     with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
         browser = p.chromium.launch(executable_path=CHROMIUM)
         try:

@@ -118,7 +118,8 @@ def judge(metric: Metric, original, witness) -> tuple[str, str]:
         if not w_lo <= t <= w_hi:
             problems.append(f"the held-out retrain's interval [{w_lo:.3f}, {w_hi:.3f}] misses the ideal {t:g}: "
                             f"the attack flags a model that never saw the forget set")
-        return (FAIL, "; ".join(problems)) if problems else (PASS, "original outside, held-out retrain inside the ideal")
+        return ((FAIL, "; ".join(problems)) if problems
+                else (PASS, "original outside, held-out retrain inside the ideal"))
     if metric.higher_is_better is not None:
         worse = o_hi < w_lo if metric.higher_is_better else o_lo > w_hi
         side = "below" if metric.higher_is_better else "above"

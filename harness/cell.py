@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -160,7 +160,8 @@ def evaluate_cell(cell: Cell, refs: SplitModels, callbacks: Callbacks | None = N
 
 
 def method_arguments(original: nn.Module, dataset: ImageData, retain: torch.Tensor, forget: torch.Tensor,
-                     validation: torch.Tensor, seed: int, compute: engine.Compute, model_factory: Callable[[], nn.Module],
+                     validation: torch.Tensor, seed: int, compute: engine.Compute,
+                     model_factory: Callable[[], nn.Module],
                      **context_options) -> tuple[nn.Module, UnlearningData, Context]:
     """(model, data, ctx) as a method receives them: a trainable copy of the original, the method's own
     copies of the index sets and of the frozen original, and a context seeded by `seed` (torch's global
@@ -273,9 +274,9 @@ def _reruns(cell: Cell, refs: SplitModels, n: int) -> tuple[Outputs, ...]:
     service, split, outs = refs.service, cell.split, []
     for j in range(1, n + 1):
         model, data, ctx = method_arguments(refs.original.model, service.data, split.retain, split.forget,
-                                            split.validation, (split.seed + j * RERUN_SEED_STRIDE) % 2**32, service.compute,
-                                            service.model_factory, show_progress=False, epoch_eval_size=None,
-                                            name=cell.name)
+                                            split.validation, (split.seed + j * RERUN_SEED_STRIDE) % 2**32,
+                                            service.compute, service.model_factory, show_progress=False,
+                                            epoch_eval_size=None, name=cell.name)
         with isolation.guarded() as guard:
             rerun = cell.method.fn(model, data, dict(cell.params), ctx)
         if guard.changes:

@@ -6,8 +6,8 @@ methods use nothing else.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +143,8 @@ class Context:
 
         progress = (lambda it, total: self.progress(it, desc=f"{self.name} {phase}", total=total)) \
             if self.show_progress else None
-        return engine.fit(model, lambda: self.batches(indices, batch_size, shuffle=True, augment=augment, values=values),
+        return engine.fit(model,
+                          lambda: self.batches(indices, batch_size, shuffle=True, augment=augment, values=values),
                           epochs=epochs, lr=lr, compute=self.compute, momentum=momentum,
                           weight_decay=weight_decay, schedule=schedule, loss_fn=loss_fn, before_epoch=before_epoch,
                           on_epoch=on_epoch, progress=progress)

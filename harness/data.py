@@ -42,7 +42,7 @@ class ImageData:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def to(self, device: torch.device | str) -> "ImageData":
+    def to(self, device: torch.device | str) -> ImageData:
         return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
 

@@ -10,8 +10,8 @@ import functools
 import os
 import platform
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -288,7 +288,7 @@ def last_linear(model: nn.Module) -> nn.Linear | None:
 
 def fit(
     model: nn.Module,
-    make_batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+    make_batches: Callable[[], Iterator[tuple[torch.Tensor, ...]]],
     *,
     epochs: int,
     lr: float,

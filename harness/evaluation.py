@@ -7,8 +7,9 @@ reference models (the bank) reach them as cached logits, never as models.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -73,8 +74,8 @@ def true_probs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class ReferenceOutputs:
     """The reference bank's outputs: K retrain models (the recipe of the original, on the same retain set,
-    K seeds other than the gold retrain's) whose logits are cached (float16 where they fit). `logits[split]` is (K, n, C)
-    float32; forget, validation and test images are non-members of every one of them."""
+    K seeds other than the gold retrain's) whose logits are cached (float16 where they fit). `logits[split]` is
+    (K, n, C) float32; forget, validation and test images are non-members of every one of them."""
 
     logits: dict[str, torch.Tensor]
     labels: dict[str, torch.Tensor]
@@ -95,7 +96,7 @@ class ReferenceOutputs:
         """Reference model `i` as an `Outputs` (no features: the bank keeps logits only)."""
         return Outputs({k: v[i] for k, v in self.logits.items()}, dict(self.labels))
 
-    def subset(self, models: Sequence[int] | slice) -> "ReferenceOutputs":
+    def subset(self, models: Sequence[int] | slice) -> ReferenceOutputs:
         keep = list(range(len(self)))[models] if isinstance(models, slice) else list(models)
         return ReferenceOutputs({k: v[keep] for k, v in self.logits.items()}, dict(self.labels),
                                 tuple(self.seeds[i] for i in keep) if self.seeds else ())
@@ -173,10 +174,8 @@ def utility_metrics(out: Outputs, retrain: Outputs | None = None) -> dict[str, f
 def run_attack(attack: Attack, params: dict, inputs: AttackInput) -> AttackResult:
     """One attack on one model, its metrics namespaced as `attack/metric`; raises what the attack raises,
     a ValueError if it returns a metric it did not declare, a FloatingPointError if one is not finite."""
-    result = attack.fn(inputs, dict(params))
-    tables: Mapping = {}
-    if isinstance(result, AttackResult):
-        result, tables = result.metrics, result.tables
+    returned = attack.fn(inputs, dict(params))
+    result, tables = (returned.metrics, returned.tables) if isinstance(returned, AttackResult) else (returned, {})
     if not isinstance(result, Mapping):
         raise TypeError(f"attack {attack.name!r} returned {type(result).__name__}, expected a dict of metrics")
     undeclared = sorted(set(result) - set(attack.metrics))

@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -255,7 +256,7 @@ def function_key(fn: Any, depth: int = 2) -> Any:
 
 def _filled(cell) -> bool:
     try:
-        cell.cell_contents
+        cell.cell_contents  # noqa: B018 -- read only to test it: an empty cell raises ValueError
     except ValueError:
         return False
     return True

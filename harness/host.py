@@ -16,10 +16,11 @@ import inspect
 import os
 import re
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import entry_points
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -107,7 +108,7 @@ class Host:
     def _failure_lines(self) -> list[str]:
         return [f"{p.name} ({p.source}): {p.error}" for p in self.failures] + [r.line() for r in self.refusals]
 
-    def load_entry_points(self, group: str = hookspecs.ENTRY_POINT_GROUP) -> "Host":
+    def load_entry_points(self, group: str = hookspecs.ENTRY_POINT_GROUP) -> Host:
         allowed = _allowed_distributions()
         for ep in sorted(entry_points(group=group), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
@@ -237,7 +238,8 @@ def _check_call(kind: str, name: str, fn, space: dict) -> None:
 def _check_attack(name: str, extra: dict) -> None:
     metrics = extra.get("metrics")
     if not metrics:
-        raise ContractError(f"attack {name!r} declares no metrics: pass metrics={{'name': harness.Metric(...)}}", since=2)
+        raise ContractError(f"attack {name!r} declares no metrics: pass metrics={{'name': harness.Metric(...)}}",
+                            since=2)
     for mname, metric in metrics.items():
         if not isinstance(metric, Metric):
             raise ContractError(f"attack {name!r}: metric {mname!r} must be a harness.Metric", since=2)

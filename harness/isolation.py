@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class GlobalState:
     rng: tuple = field(compare=False, repr=False)
 
     @classmethod
-    def capture(cls) -> "GlobalState":
+    def capture(cls) -> GlobalState:
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
         return cls(
             grad_enabled=torch.is_grad_enabled(), default_dtype=torch.get_default_dtype(),
@@ -61,7 +62,7 @@ class GlobalState:
             rng=(torch.get_rng_state(), cuda, np.random.get_state(), random.getstate()),
         )
 
-    def restore(self, now: "GlobalState | None" = None) -> None:
+    def restore(self, now: GlobalState | None = None) -> None:
         """Put this state back (`now`: the current state, if already captured). Settings are only set
         where they differ: setting a default device, say, installs a torch function mode even for 'cpu'."""
         now = now or GlobalState.capture()
@@ -91,7 +92,7 @@ class GlobalState:
         np.random.set_state(numpy_state)
         random.setstate(python_state)
 
-    def changes(self, before: "GlobalState") -> list[str]:
+    def changes(self, before: GlobalState) -> list[str]:
         """What differs from `before`, one phrase per setting ("grad mode False (was True)")."""
         out = []
         for f in dataclasses.fields(self):

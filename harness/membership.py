@@ -1,6 +1,9 @@
 """Helpers for membership-inference attacks, built-in or third-party: the numbers a per-example attack
 reports (AUC with a bootstrap CI, TPR at low FPR with Clopper-Pearson intervals), their declarations,
-and the table of the forget samples a model still gives away."""
+and the table of the forget samples a model still gives away.
+
+Part of the plugin contract (`harness.__api_version__`, since 4): a plugin may import this module, and its
+functions change only with a new contract version."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,7 +60,8 @@ def exposed_table(target, scores: np.ndarray, key: np.ndarray, top: int, **extra
     index = target.indices.get("forget") if target.indices else None
     index = np.arange(n) if index is None else np.asarray(index)
     order = np.argsort(-np.asarray(key), kind="stable")[:top]
-    columns = {"index": index[order].astype(np.int64), "label": np.asarray(target.labels["forget"])[order].astype(np.int64),
+    columns = {"index": index[order].astype(np.int64),
+               "label": np.asarray(target.labels["forget"])[order].astype(np.int64),
                "score": np.asarray(scores, np.float64)[order]}
     columns.update({name: np.asarray(values, np.float64)[order] for name, values in extra.items()})
     return pd.DataFrame(columns)
@@ -71,7 +75,8 @@ def membership_result(target, members: np.ndarray, nonmembers: np.ndarray, param
     from .evaluation import AttackResult
 
     metrics = {**membership_metrics(members, nonmembers, n_boot=params["bootstrap"], seed=seed), **extra_metrics}
-    tables = {"most_exposed": exposed_table(target, members, key, params["top"], **columns)} if params["top"] > 0 else {}
+    tables = ({"most_exposed": exposed_table(target, members, key, params["top"], **columns)}
+              if params["top"] > 0 else {})
     return AttackResult(metrics, tables)
 
 

@@ -31,7 +31,8 @@ class Metric:
     def __post_init__(self):
         if self.target is not None and self.higher_is_better is not None:
             raise ValueError("a metric declares a target or a direction, not both")
-        if self.interval is not None and (len(self.interval) != 2 or not all(isinstance(b, str) for b in self.interval)):
+        if self.interval is not None and (len(self.interval) != 2
+                                          or not all(isinstance(b, str) for b in self.interval)):
             raise ValueError("interval names two metrics: (low, high)")
         if self.interval is not None:
             object.__setattr__(self, "interval", tuple(self.interval))  # from JSON it comes back a list

@@ -6,8 +6,9 @@ and the CLI, the runner and the tuner validate parameters the same way.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 
 class ParamError(ValueError):
@@ -43,7 +44,7 @@ class Int:
             raise TypeError
         return value
 
-    def contains(self, value: int) -> bool:
+    def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
 
     def suggest(self, trial, name: str) -> int:

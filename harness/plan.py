@@ -132,7 +132,8 @@ class Plan:
     def describe(self) -> dict:
         """The resolved configuration as plain data (logged as config.json)."""
         return {
-            "harness": __version__, "results_version": RESULTS_VERSION, "profile": self.profile.as_dict(), "seeds": list(self.seeds),
+            "harness": __version__, "results_version": RESULTS_VERSION, "profile": self.profile.as_dict(),
+            "seeds": list(self.seeds),
             "device": str(self.device), "device_name": engine.device_name(self.device),
             "methods": {m.name: dict(m.params) for m in self.methods},
             "attacks": {a.name: dict(a.params) for a in self.attacks},
@@ -142,7 +143,8 @@ class Plan:
             "model": {"name": self.model.name, "params": dict(self.model.params)},
             "data": {"source": self.data.source, "fingerprint": self.data.fingerprint},
             "plugins": self.sources(),
-            "splits": {f"{sc}/{seed}": {"hash": split.hash, **split.sizes()} for (sc, seed), split in self.splits.items()},
+            "splits": {f"{sc}/{seed}": {"hash": split.hash, **split.sizes()}
+                       for (sc, seed), split in self.splits.items()},
             "heldout_part": self.spec.heldout_part,
             "references": self.bank_size,
             "command": self.site.command,

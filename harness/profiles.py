@@ -7,9 +7,9 @@ paper's setting and the default on CUDA.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Callable
 
 import torch
 

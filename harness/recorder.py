@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from . import __version__, engine
 from .cell import Callbacks, Cell, CellResult, evaluate_cell

@@ -19,8 +19,9 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,7 +76,7 @@ class SplitModels:
     retrain: Trained | None  # None when asked without it (tuning: a real user has no retrain model)
     original_out: Outputs
     retrain_out: Outputs | None
-    service: "ReferenceModels"
+    service: ReferenceModels
     bank: ReferenceOutputs | None = None  # K retrains with other seeds (None: --references 0)
     _prepared: dict = field(default_factory=dict, repr=False)
     _random_out: Outputs | None = field(default=None, repr=False)
@@ -165,9 +166,9 @@ class ReferenceModels:
     """Trains, caches and serves reference models for the splits of one run (one data set, model,
     recipe and device)."""
 
-    def __init__(self, data: ImageData, compute: engine.Compute, model_name: str, model_factory: Callable[[], nn.Module],
-                 recipe: Recipe, cache: ModelCache | None, *, show_progress: bool = True,
-                 calibration_steps: int = 20, warmup_steps: int = 3):
+    def __init__(self, data: ImageData, compute: engine.Compute, model_name: str,
+                 model_factory: Callable[[], nn.Module], recipe: Recipe, cache: ModelCache | None, *,
+                 show_progress: bool = True, calibration_steps: int = 20, warmup_steps: int = 3):
         self.data, self.compute, self.recipe, self.cache = data, compute, recipe, cache
         self.model_name, self.model_factory, self.show_progress = model_name, model_factory, show_progress
         self.calibration_steps, self.warmup_steps = calibration_steps, warmup_steps
@@ -231,7 +232,8 @@ class ReferenceModels:
             return None
         seeds = bank_seeds(split.seed, k)
         logits = [self.reference_logits(split, seed, desc=f"reference {i + 1}/{k}") for i, seed in enumerate(seeds)]
-        labels = {name: self.data.labels[getattr(split, name).to(self.data.labels.device)].cpu() for name in SPLIT_NAMES}
+        labels = {name: self.data.labels[getattr(split, name).to(self.data.labels.device)].cpu()
+                  for name in SPLIT_NAMES}
         return ReferenceOutputs({name: torch.stack([lg[name] for lg in logits]) for name in SPLIT_NAMES}, labels,
                                 tuple(seeds))
 
@@ -272,8 +274,10 @@ class ReferenceModels:
         key = (split.hash, retrain, bank_size)
         if key not in self._splits:
             original = self.train(split.train, ORIGINAL_SEED, desc="original")
-            same = [v for (h, *_), v in self._splits.items() if h == split.hash]  # other bank sizes, with/without retrain
-            original_out = same[0].original_out if same else model_outputs(original.model, self.data, split, self.compute)
+            # other bank sizes, with/without retrain
+            same = [v for (h, *_), v in self._splits.items() if h == split.hash]
+            original_out = (same[0].original_out if same
+                            else model_outputs(original.model, self.data, split, self.compute))
             trained = self.train(split.retain, split.seed, desc="retrain") if retrain else None
             retrain_out = next((v.retrain_out for v in same if v.retrain_out is not None), None) if trained else None
             if trained is not None and retrain_out is None:
@@ -282,7 +286,7 @@ class ReferenceModels:
                                                 self.bank(split, bank_size))
         return self._splits[key]
 
-    def retrain_clock(self, split: Split) -> "RetrainClock":
+    def retrain_clock(self, split: Split) -> RetrainClock:
         return RetrainClock(self, split)
 
     def retrain_seconds(self, split: Split) -> float:

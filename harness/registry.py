@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .metrics import Metric
 from .params import Param, resolve

@@ -25,7 +25,7 @@ from .reference_models import SplitModels
 from .reporting.mlflow_view import view_groups, write_benchmark_view
 from .reporting.tables import columns
 from .spec import Site, Spec
-from .tracking import FAILED, FINISHED, KILLED, RUNNING, MemoryTracker, Tracker, TrackedRun, git_commit
+from .tracking import FAILED, FINISHED, KILLED, RUNNING, MemoryTracker, TrackedRun, Tracker, git_commit
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 30  # how often a running parent says it is alive
@@ -114,8 +114,14 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(spec: Spec, site: Site | None = None, host: Host | None = None, tracker: Tracker | None = None) -> RunResult:
-    """Plan and run `spec` (the Python API); runs go to `tracker` (default: in memory)."""
-    return Runner(plan(spec, site, host), tracker if tracker is not None else MemoryTracker()).run()
+    """Plan and run `spec` at `site` (the Python API). Runs go to `tracker`; without one, to the site's
+    tracking store if it names one, else they are kept in memory."""
+    p = plan(spec, site, host)
+    if tracker is None:
+        from .tracking import MlflowTracker
+
+        tracker = MlflowTracker(p.site.tracking_uri, p.experiment) if p.site.tracking_uri else MemoryTracker()
+    return Runner(p, tracker).run()
 
 
 class Runner:
@@ -182,7 +188,8 @@ class Runner:
         else:
             if found["status"] == RUNNING and owner_alive(found["tags"]):
                 raise RunInProgress(
-                    f"run {found['run_id']} of this configuration is still running (owner {found['tags'].get('owner')}); "
+                    f"run {found['run_id']} of this configuration is still running "
+                    f"(owner {found['tags'].get('owner')}); "
                     f"wait for it or stop it (Ctrl-C or SIGTERM), then run the same command again")
             orphans = self.tracker.kill_running_children(found["run_id"])
             if orphans:
@@ -197,7 +204,8 @@ class Runner:
     def new_parent(self) -> TrackedRun:
         p = self.p
         parent = self.tracker.start_parent(f"{p.profile.name}-{'+'.join(s.name for s in p.scenarios)}",
-                                           tags=self._tags(run_kind="parent", config_hash=p.hash, command=self.site.command))
+                                           tags=self._tags(run_kind="parent", config_hash=p.hash,
+                                                           command=self.site.command))
         parent.log_params(self._parent_params())
         parent.log_dict(p.describe(), "config.json")
         parent.log_dict([self._cell_entry(c) for split in p.work() for c in p.cells(split)], "cells.json")

@@ -13,8 +13,9 @@ processes and `unlearn reproduce` all go through them. `from_dict` takes what a 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 # Keys of older files that name a field differently (read, never written).
 RENAMED = {"references": "bank_size", "method_params": "params", "scenario": "scenarios"}
@@ -61,12 +62,13 @@ class Spec:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "spec", labels: Mapping[str, str] | None = None) -> "Spec":
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "spec",
+                  labels: Mapping[str, str] | None = None) -> Spec:
         """The spec `data` describes (what `to_dict` wrote, or a person: comma lists, seed ranges). `labels`
         names the keys in messages (the CLI's flags); otherwise they are "SOURCE: KEY"."""
         return cls(**_read(cls, data, source, labels=labels))
 
-    def with_(self, **changes: Any) -> "Spec":
+    def with_(self, **changes: Any) -> Spec:
         """A copy with `changes` read as `from_dict` reads them."""
         return replace(self, **_read(type(self), changes, "spec", partial=True))
 
@@ -89,10 +91,10 @@ class Site:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "site") -> "Site":
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "site") -> Site:
         return cls(**_read(cls, data, source))
 
-    def with_(self, **changes: Any) -> "Site":
+    def with_(self, **changes: Any) -> Site:
         return replace(self, **{k: v for k, v in changes.items()})
 
 
@@ -177,7 +179,8 @@ def _value(key: str, value: Any, where: str) -> Any:
         table = _table(value, where)
         bad = [k for k, v in table.items() if not isinstance(v, Mapping)]
         if bad:
-            raise SpecError(f"{where} holds one table per component ([{key}.NAME]), found plain key(s) {', '.join(bad)}")
+            raise SpecError(f"{where} holds one table per component ([{key}.NAME]), "
+                            f"found plain key(s) {', '.join(bad)}")
         return {k: dict(v) for k, v in table.items()}
     if key in ("bank_size", "epoch_eval_size"):
         if isinstance(value, bool) or not isinstance(value, int):

@@ -113,7 +113,8 @@ def make_split(data: ImageData, profile: Profile, scenario: Scenario, seed: int,
         if heldout_part not in HELDOUT_PARTS:
             raise SplitError(f"heldout_part must be one of {', '.join(HELDOUT_PARTS)}, got {heldout_part!r}")
         half = torch.zeros(len(heldout_pos), dtype=torch.bool)
-        half[stratified_sample(labels[heldout_pos], len(heldout_pos) // 2, torch.Generator().manual_seed(POOL_SEED + 1))] = True
+        half[stratified_sample(labels[heldout_pos], len(heldout_pos) // 2,
+                               torch.Generator().manual_seed(POOL_SEED + 1))] = True
         heldout_pos = heldout_pos[half if heldout_part == "tune" else ~half]
 
     gen = torch.Generator().manual_seed(seed)

@@ -1,4 +1,7 @@
-"""Statistics used by metrics and attacks: library implementations, wrapped for the shapes we use."""
+"""Statistics used by metrics and attacks: library implementations, wrapped for the shapes we use.
+
+Part of the plugin contract (`harness.__api_version__`, since 4): a plugin may import this module, and its
+functions change only with a new contract version."""
 from __future__ import annotations
 
 import numpy as np

@@ -2,13 +2,15 @@
 (the timm pattern: one suite, parametrised over everything registered).
 
 Run them on your plugin with one command: `unlearn check NAME [NAME ...]` (on tiny synthetic data, in
-seconds). The project's own test suite calls the same functions.
+seconds). The project's own test suite calls the same functions. Part of the plugin contract (since 4):
+a plugin's own tests may import this module.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -70,7 +72,7 @@ class Bench:
     service: ReferenceModels  # trains the bench's retrain and reference-bank models (the harness's own path)
 
     @classmethod
-    def build(cls, model_factory: Callable[[], nn.Module], data: ImageData | None = None) -> "Bench":
+    def build(cls, model_factory: Callable[[], nn.Module], data: ImageData | None = None) -> Bench:
         data = data or synthetic_data()
         train, heldout = torch.arange(data.n_train), torch.arange(data.n_train, len(data.labels))
         refs = ReferenceModels(data, CPU, "bench", model_factory, Recipe(epochs=2, batch_size=32, augment=False),
@@ -155,11 +157,13 @@ def check_method_epochs(method: Method, bench: Bench) -> None:
     """Exposes `epochs`, does more work with more of them, and reports each epoch to the caller's hook
     (ctx.fit or ctx.log_epoch) at least `epochs` times, so a tuner can prune it."""
     require("epochs" in method.space, "every method exposes `epochs` (the paper compares 5, 9 and 20)")
-    low = max(method.space["epochs"].low, 1)
+    declared = method.space["epochs"]
+    require(isinstance(declared, (Int, Float)), "`epochs` is an Int or Float parameter")
+    low = max(cast("Int | Float", declared).low, 1)
     work = []
     for epochs in (low, low + 1):
         reported: list[int] = []
-        model, data, ctx = bench.method_arguments(on_epoch=lambda epoch, m: reported.append(epoch))
+        model, data, ctx = bench.method_arguments(on_epoch=lambda epoch, m, reported=reported: reported.append(epoch))
         batches = count_batches(ctx)
         method.fn(model, data, method.resolve({"epochs": epochs}), ctx)
         require(len(reported) >= epochs, f"epochs={epochs} reported {len(reported)} epoch(s) to the epoch hook; "

@@ -1,8 +1,7 @@
 """Built-in forget-set builders."""
 import torch
 
-from harness import Choice, Int, hookimpl
-from harness.data import CLASSES
+from harness import CLASSES, Choice, Int, hookimpl
 
 PAPER_RED = 525  # the paper's targeted forget set: 525 of the 50,000 training images
 PAPER_POOL = 50_000
@@ -68,6 +67,7 @@ def register_scenarios(register):
                                help="the class to forget, by name or index; auto: drawn by the split seed"),
     })
     register("targeted-red", red_forget, space={
-        "count": Int(0, PAPER_POOL, default=0, help="images to forget; 0: the paper's 525 of 50,000, scaled to the pool"),
+        "count": Int(0, PAPER_POOL, default=0,
+                     help="images to forget; 0: the paper's 525 of 50,000, scaled to the pool"),
         "clusters": Int(2, 64, default=16, help="k-means colours (8 found no red on CIFAR-10, only brown)"),
     })

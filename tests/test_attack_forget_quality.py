@@ -160,7 +160,8 @@ def phi_logits(phi) -> torch.Tensor:
 
 
 def outputs(phi: dict) -> Outputs:
-    return Outputs({s: phi_logits(phi[s]) for s in SPLITS}, {s: torch.zeros(len(phi[s]), dtype=torch.long) for s in SPLITS})
+    return Outputs({s: phi_logits(phi[s]) for s in SPLITS},
+                   {s: torch.zeros(len(phi[s]), dtype=torch.long) for s in SPLITS})
 
 
 def bank(phi: dict) -> ReferenceOutputs:

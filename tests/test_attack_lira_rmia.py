@@ -23,7 +23,8 @@ def phi_logits(phi) -> torch.Tensor:
 
 def target(phi: dict, offset: int = 1000) -> Outputs:
     """A model under test with the given confidences; forget images named offset + position."""
-    return Outputs({s: phi_logits(phi[s]) for s in SPLITS}, {s: torch.zeros(len(phi[s]), dtype=torch.long) for s in SPLITS},
+    return Outputs({s: phi_logits(phi[s]) for s in SPLITS},
+                   {s: torch.zeros(len(phi[s]), dtype=torch.long) for s in SPLITS},
                    {"forget": torch.arange(len(phi["forget"])) + offset})
 
 
@@ -223,7 +224,8 @@ def test_registration_through_the_host():
         assert component.metrics["tpr_01pct"].interval is None and "tpr_01pct_low" in component.metrics
         assert component.metrics["auc"].target == 0.5 and component.metrics["tpr_01pct"].target == 0.001
     assert not RMIA.metrics["a"].summary
-    one = ReferenceOutputs({s: torch.zeros(1, 3, 2) for s in SPLITS}, {s: torch.zeros(3, dtype=torch.long) for s in SPLITS})
+    one = ReferenceOutputs({s: torch.zeros(1, 3, 2) for s in SPLITS},
+                           {s: torch.zeros(3, dtype=torch.long) for s in SPLITS})
     assert "needs 2 reference" in LIRA.unmet(LIRA.resolve(), retrain=False, bank_size=len(one))
     assert RMIA.unmet(RMIA.resolve(), retrain=False, bank_size=len(one)) is None
 

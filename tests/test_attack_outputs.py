@@ -56,7 +56,8 @@ def test_linear_cka_matches_hsic_with_centring_matrices_and_its_invariances():
     hsic = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
     expected = hsic(k, l_) / np.sqrt(hsic(k, k) * hsic(l_, l_))
     assert feature_cka.linear_cka(x, y) == pytest.approx(expected, rel=1e-10)
-    assert feature_cka.cka_from_grams(feature_cka.centred_gram(x), feature_cka.centred_gram(y)) == pytest.approx(expected)
+    assert feature_cka.cka_from_grams(feature_cka.centred_gram(x),
+                                      feature_cka.centred_gram(y)) == pytest.approx(expected)
     rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     assert feature_cka.linear_cka(x, 3.0 * x @ rotation + 2.0) == pytest.approx(1.0)
     # a bootstrap resample of the Gram (duplicate rows) equals CKA of the resampled features
@@ -119,7 +120,8 @@ def test_js_retrain_and_zrf_on_known_models():
     far = attack("js-retrain", confident, retrain, retrain, bootstrap=200)
     assert far["js_low"] > 0.05 and far["js_low"] <= far["js"] <= far["js_high"]
     z_same = attack("zrf", retrain, retrain, retrain, random, bootstrap=200)
-    assert z_same["zrf_diff"] == pytest.approx(0.0, abs=1e-12) and z_same["zrf_diff_low"] <= 0 <= z_same["zrf_diff_high"]
+    assert (z_same["zrf_diff"] == pytest.approx(0.0, abs=1e-12)
+            and z_same["zrf_diff_low"] <= 0 <= z_same["zrf_diff_high"])
     z_far = attack("zrf", confident, retrain, retrain, random, bootstrap=200)
     assert z_far["zrf"] < z_far["zrf_retrain"] and z_far["zrf_diff_high"] < 0  # further from random than retrain
     expected = 1 - np.mean([jensenshannon(a, b, base=2) ** 2 for a, b in
@@ -145,7 +147,8 @@ def test_feature_cka_tells_original_features_from_retrain_features():
 
 def test_registration_declares_needs_and_verdicts():
     for name, needs, verdict in (("mia-efficacy", ("retrain",), "efficacy_diff"), ("js-retrain", ("retrain",), "js"),
-                                 ("zrf", ("retrain", "random"), "zrf_diff"), ("feature-cka", ("retrain",), "cka_delta")):
+                                 ("zrf", ("retrain", "random"), "zrf_diff"),
+                                 ("feature-cka", ("retrain",), "cka_delta")):
         component = HOST.attacks.get(name)
         assert component.needs == needs and component.metrics[verdict].interval is not None
         assert "retrain" in component.unmet(component.resolve(), retrain=False, bank_size=0)

@@ -163,7 +163,8 @@ def test_an_old_cache_with_infinite_logits_is_recomputed_not_read(tmp_path):
     cache = ModelCache(tmp_path)
     with pytest.raises(ValueError, match="not all finite"):
         cache.save_logits("k", torch.arange(3), torch.tensor([[1.0, float("inf")]] * 3))
-    cache._write(cache.logits_path("k"), {"indices": torch.arange(2), "logits": torch.tensor([[1.0, float("inf")]] * 2)})
+    cache._write(cache.logits_path("k"),
+                 {"indices": torch.arange(2), "logits": torch.tensor([[1.0, float("inf")]] * 2)})
     assert cache.load_logits("k") is None and not cache.logits_path("k").exists()
 
 

@@ -30,7 +30,8 @@ SMOKE = ["--profile", "smoke", "--model", "tiny-cnn", "--quiet"]
     (["--attack-option", "mia.variant=kitt"], "variant='kitt' is out of range"),
     (["--scenario", "class", "--scenario-option", "target_class=unicorn"],
      "scenario 'class': target_class='unicorn' is out of range: expected one of 'auto', 'airplane'"),
-    (["--scenario-option", "target_class=cat"], "--scenario-option target_class: not a parameter of scenario(s) random"),
+    (["--scenario-option", "target_class=cat"],
+     "--scenario-option target_class: not a parameter of scenario(s) random"),
     (["--epochs", "2,x"], "is not a number"),
     (["--storage", "journal:q.log"], "--storage queues the cells of a --benchmark NAME"),
     (["--benchmark", "b"], "--benchmark b needs --storage"),
@@ -101,7 +102,8 @@ def test_plugins_lists_components_with_their_distribution_and_metrics():
     lines = result.output.splitlines()
     mia = next(i for i, line in enumerate(lines) if line.strip().startswith("mia "))
     assert "variant=paper" in lines[mia] and "auc (0.5)" in lines[mia + 1] and "signed_auc (0.5, CI)" in lines[mia + 1]
-    assert "harness-example-plugin 0.1.0" in next(line for line in result.output.splitlines() if "noisy-finetune" in line)
+    assert "harness-example-plugin 0.1.0" in next(line for line in result.output.splitlines()
+                                                  if "noisy-finetune" in line)
 
 
 class FailingAttack:

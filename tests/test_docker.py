@@ -138,11 +138,14 @@ def test_harness_services_parse_and_share_the_benchmark_and_its_queue():
     for params in (publish, worker, tune, helper):
         assert re.fullmatch(r"postgresql://harness@postgres/(\w+)", params["storage"])[1] in created
     anchor = COMPOSE["x-harness"]["environment"]
-    assert anchor["MLFLOW_TRACKING_URI"] == f"http://mlflow:{SERVICES['mlflow']['command'][SERVICES['mlflow']['command'].index('--port') + 1]}"
+    assert anchor["MLFLOW_TRACKING_URI"] == (
+        f"http://mlflow:{SERVICES['mlflow']['command'][SERVICES['mlflow']['command'].index('--port') + 1]}")
     auth = SERVICES["mlflow"]["environment"]  # the workers log in as the admin MLflow creates
     assert anchor["MLFLOW_TRACKING_USERNAME"] == auth["MLFLOW_AUTH_ADMIN_USERNAME"]
-    assert REFERENCE.fullmatch(anchor["MLFLOW_TRACKING_PASSWORD"])[1] == REFERENCE.fullmatch(auth["MLFLOW_AUTH_ADMIN_PASSWORD"])[1]
-    assert REFERENCE.fullmatch(anchor["PGPASSWORD"])[1] == REFERENCE.fullmatch(SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"])[1]
+    assert (REFERENCE.fullmatch(anchor["MLFLOW_TRACKING_PASSWORD"])[1]
+            == REFERENCE.fullmatch(auth["MLFLOW_AUTH_ADMIN_PASSWORD"])[1])
+    assert (REFERENCE.fullmatch(anchor["PGPASSWORD"])[1]
+            == REFERENCE.fullmatch(SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"])[1])
 
 
 # -- image ------------------------------------------------------------------------------------------------
@@ -159,7 +162,8 @@ def test_the_image_installs_the_harness_as_the_setup_script_does():
     repository root, and nothing beside it (MLflow's basic-auth extra is a dependency of the harness)."""
     readme = (REPO / "README.md").read_text()
     assert "bash scripts/setup.sh" in readme
-    setup = [line for line in (REPO / "scripts/setup.sh").read_text().splitlines() if "pip install" in line and " -e " in line]
+    setup = [line for line in (REPO / "scripts/setup.sh").read_text().splitlines()
+             if "pip install" in line and " -e " in line]
     assert len(setup) == 1
     setup_args = _pip_install_args(setup[0])
     assert setup_args[setup_args.index("-e") + 1] == "ROOT[test]"
@@ -212,8 +216,8 @@ def test_the_basic_auth_server_answers_only_with_credentials(tmp_path, monkeypat
     for flag, value in {"--backend-store-uri": f"sqlite:///{tmp_path}/mlflow.db", "--host": "127.0.0.1",
                         "--artifacts-destination": str(tmp_path / "artifacts"), "--port": str(port)}.items():
         args[args.index(flag) + 1] = value
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path),
-           "MLFLOW_AUTH_ADMIN_USERNAME": user, "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "TMPDIR": str(tmp_path), "MLFLOW_AUTH_ADMIN_USERNAME": user, "MLFLOW_AUTH_ADMIN_PASSWORD": password,
            "MLFLOW_FLASK_SERVER_SECRET_KEY": "a secret key for tests",
            "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path}/users.db",
            # a faster start: one worker, no job runner (what is tested is the auth in front of them)

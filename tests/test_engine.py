@@ -127,7 +127,8 @@ def test_fit_schedules_and_hooks():
     gen = engine.seed_everything(0)
     seen, lrs = [], []
     engine.fit(CPU.prepare(tiny_factory()), lambda: engine.iterate(data, idx, 16, compute=CPU, generator=gen),
-               epochs=3, lr=0.1, compute=CPU, schedule=lambda e: [0.5, 1.0, 0.25, 0.0][e],  # also asked for e = epochs, after the last step
+               # the schedule is also asked for e = epochs, after the last step
+               epochs=3, lr=0.1, compute=CPU, schedule=lambda e: [0.5, 1.0, 0.25, 0.0][e],
                before_epoch=seen.append, on_epoch=lambda e, s: lrs.append(s["lr"]))
     assert seen == [1, 2, 3]
     assert lrs == pytest.approx([0.05, 0.1, 0.025])

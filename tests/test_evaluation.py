@@ -2,9 +2,8 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
-
 from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
 
 from harness import Metric
 from harness.evaluation import AttackInput, Outputs, run_attack, utility_metrics
@@ -78,7 +77,8 @@ def mia_on(forget_losses, test_losses, **params):
         return np.stack([z, np.zeros_like(z)], 1)
     out = outputs({"forget": logits(forget_losses), "test": logits(test_losses),
                    "retain": [[1.0, 0.0]], "validation": [[1.0, 0.0]]},
-                  {"forget": [0] * len(forget_losses), "test": [0] * len(test_losses), "retain": [0], "validation": [0]})
+                  {"forget": [0] * len(forget_losses), "test": [0] * len(test_losses), "retain": [0],
+                   "validation": [0]})
     mia = default_host().attacks.get("mia")
     result = run_attack(mia, mia.resolve(params), AttackInput(out, seed=0))
     return {k.split("/", 1)[1]: v for k, v in result.metrics.items()}

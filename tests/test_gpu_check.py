@@ -14,8 +14,8 @@ from .conftest import REPO
 
 def test_gpu_check_runs_on_the_cpu_and_its_runs_import_into_a_report(data_dir, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "PROFILE": "smoke", "REFERENCE_ROWS": "0", "METHODS": "simple",
-           "BATCHES": "1", "REPEATS": "1", "EVAL_LIMIT": "400", "HARNESS_DATA_DIR": str(data_dir),
+    env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "PROFILE": "smoke", "REFERENCE_ROWS": "0",
+           "METHODS": "simple", "BATCHES": "1", "REPEATS": "1", "EVAL_LIMIT": "400", "HARNESS_DATA_DIR": str(data_dir),
            "HARNESS_CACHE_DIR": str(tmp_path / "cache"), "PYTHON": sys.executable, "GPU_DIR": str(tmp_path / "none"),
            "STEPS": "paper eval throughput", "THROUGHPUT_ARGS": "--batch-size 16 --warmup 1 --kit-workers 0",
            "OMP_NUM_THREADS": "2"}

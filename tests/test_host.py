@@ -101,7 +101,8 @@ def test_unknown_name_names_plugins_that_failed_to_load(monkeypatch):
     with pytest.raises(UnknownComponent) as err:
         host.methods.get("its-method")
     message = str(err.value)
-    assert "its-plugin (unknown distribution (its-plugin)): import failed: ImportError: No module named 'its_dependency'" in message
+    assert "its-plugin (unknown distribution (its-plugin)): import failed: ImportError: " \
+           "No module named 'its_dependency'" in message
     assert "method 'bad-default' of refused (refused) refused: defaults do not validate: method 'bad-default': " \
            "epochs=9 is out of range" in message
 

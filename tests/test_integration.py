@@ -96,7 +96,8 @@ def test_every_method_through_the_cli_into_mlflow_and_a_report(tmp_path, data_di
     proc = cli_in_process(monkeypatch, "report", "--experiment", "unlearning-random", "--output", str(report))
     assert proc.exit_code == 0, proc.stderr[-2000:]
     text = report.read_text()
-    assert "unlearn run --profile smoke --model tiny-cnn --seeds 0 --references 2 --quiet" in text and "| simple | 1 |" in text
+    assert ("unlearn run --profile smoke --model tiny-cnn --seeds 0 --references 2 --quiet" in text
+            and "| simple | 1 |" in text)
     assert "conf. gap" in text and "`confidence-gap/gap`" in text  # a third-party metric, from its declaration
     figures = {"fig12_accuracy.png", "fig12_ratio.png", "fig13_runtime.png", "fig14_mia.png", "epoch_curves.png"}
     assert figures <= {p.name for p in (tmp_path / "results").iterdir()}  # the report's folder, beside it
@@ -144,7 +145,7 @@ def test_third_party_plugin_is_installed_discovered_and_runs(tmp_path, data_dir,
     assert mine["metrics.confidence-gap/gap"].notna().all()
 
 
-# -- faults: a dead process, two at once (SIGTERM and a live run: tests/test_cli.py, in process) --------------------------------------------
+# -- faults: a dead process, two at once (SIGTERM and a live run: tests/test_cli.py, in process) -----------------------
 SLOW = ["run", "--profile", "smoke", "--model", "tiny-cnn", "--seeds", "0", "--attacks", "mia", "--quiet",
         "--methods", "simple,noisy-finetune", "--param", "simple.epochs=1", "--param", "noisy-finetune.epochs=1",
         "--param", "noisy-finetune.pause=2"]

@@ -1,7 +1,6 @@
 """distillation: the layer reset, the per-sample teacher values aligned with shuffled batches, the losses."""
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

@@ -1,7 +1,6 @@
 """rotate: the kernel transpose, and that the method fine-tunes the transposed model."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn

@@ -25,8 +25,9 @@ def write_smoke_benchmark(uri: str, experiment: str = "smoke-benchmark", epochs:
     rng = random.Random(0)
     tracker = MlflowTracker(uri, experiment)
     parent = tracker.start_parent("smoke-forget", {"run_kind": "parent", "config_hash": "c0ffee", "command": "run"})
-    killed = tracker.start_child(parent, "simple seed=0", {"run_kind": "child", "method": "simple", "scenario": "forget",
-                                                           "epochs": "", "seed": 0, "cell_hash": "simple-0"})
+    killed = tracker.start_child(parent, "simple seed=0", {"run_kind": "child", "method": "simple",
+                                                           "scenario": "forget", "epochs": "", "seed": 0,
+                                                           "cell_hash": "simple-0"})
     killed.log_metrics({"epoch_acc_forget": 0.1}, step=0)
     killed.end(KILLED)
     finished = []
@@ -36,8 +37,8 @@ def write_smoke_benchmark(uri: str, experiment: str = "smoke-benchmark", epochs:
                 "run_kind": "child", "method": method, "scenario": "forget", "epochs": "", "seed": seed,
                 "cell_hash": f"{method}-{seed}"})
             for epoch in range(epochs + 1):
-                child.log_metrics({"epoch_acc_forget": rng.uniform(0.5, 1.0), "epoch_acc_validation": rng.uniform(0.6, 0.8)},
-                                  step=epoch)
+                child.log_metrics({"epoch_acc_forget": rng.uniform(0.5, 1.0),
+                                   "epoch_acc_validation": rng.uniform(0.6, 0.8)}, step=epoch)
             validation, forget = rng.uniform(0.72, 0.8), rng.uniform(0.6, 0.95)
             child.log_metrics({"acc_retain": rng.uniform(0.8, 0.95), "acc_forget": forget, "acc_validation": validation,
                                "acc_test": rng.uniform(0.72, 0.8), "forget_val_ratio": forget / validation,
@@ -80,7 +81,8 @@ def test_state_has_columns_grouping_and_a_chart_per_key_metric():
     columns = [f"metrics.`{m}`" for m, _ in KEYS]
     assert state["selectedColumns"] == columns
     assert set(state["columnWidths"]) == set(columns) and state["columnOrder"] == columns
-    assert state["groupBy"] == {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "method"}]}
+    assert state["groupBy"] == {"aggregateFunction": "average",
+                                "groupByKeys": [{"mode": "tag", "groupByData": "method"}]}
     assert state["searchFilter"] == "attributes.run_id IN ('r1', 'r2')"
     assert state["runsHiddenMode"] == "SHOW_ALL"
     charts = state["compareRunCharts"]
@@ -168,7 +170,8 @@ def test_bad_keys_and_url():
         mv.write_view(FakeClient(), "7", KEYS, key="has space")
     assert (mv.runs_page_url("http://127.0.0.1:5000/", "12") ==
             "http://127.0.0.1:5000/#/experiments/12/runs?viewStateShareKey=benchmark")
-    assert mv.runs_page_url("http://h:1", "3", "k", mode="CHART").endswith("runs?viewStateShareKey=k&compareRunsMode=CHART")
+    assert mv.runs_page_url("http://h:1", "3", "k", mode="CHART").endswith(
+        "runs?viewStateShareKey=k&compareRunsMode=CHART")
 
 
 def test_write_benchmark_view_skips_trackers_without_a_store():

@@ -5,8 +5,8 @@ import pytest
 
 from harness import engine
 from harness.plan import UsageError, plan
-from harness.spec import configure
 from harness.profiles import Recipe, warmup_cosine
+from harness.spec import configure
 
 
 def config(npz_dir, cache, **kw):

@@ -8,8 +8,8 @@ import torch
 from harness import Int, Metric, hookimpl
 from harness.cache import ModelCache
 from harness.host import discover
-from harness.spec import configure
 from harness.runner import run
+from harness.spec import configure
 from harness.tracking import FAILED, FINISHED, KILLED, MemoryTracker
 
 STATE = {"interrupt": False}
@@ -77,7 +77,8 @@ def small_forget_grids(request, monkeypatch):
 
     import harness.reporting.tables
 
-    monkeypatch.setattr(harness.reporting.tables, "forget_grid", functools.partial(harness.reporting.tables.forget_grid, limit=1))
+    monkeypatch.setattr(harness.reporting.tables, "forget_grid",
+                        functools.partial(harness.reporting.tables.forget_grid, limit=1))
 
 
 def config(npz_dir, cache, **kw):
@@ -145,7 +146,8 @@ def test_retrain_time_is_measured_now_not_recalled(npz_dir, tmp_path, host):
     tampered = run(*config(npz_dir, tmp_path), host, tracker)
     row = {r["method"]: r for r in tampered.rows}
     base = {r["method"]: r for r in honest.rows}
-    assert row["retrain"]["retrain_seconds_recorded"] == pytest.approx(1000 * base["retrain"]["retrain_seconds_recorded"])
+    assert row["retrain"]["retrain_seconds_recorded"] == pytest.approx(
+        1000 * base["retrain"]["retrain_seconds_recorded"])
     assert row["simple"]["retrain_seconds"] < 20 * base["simple"]["retrain_seconds"]  # timed now, not read back
     assert row["simple"]["pct_retrain_time"] == pytest.approx(
         100 * row["simple"]["unlearn_seconds"] / row["simple"]["retrain_seconds"])

@@ -18,8 +18,8 @@ from harness import hookimpl
 from harness.cli import main
 from harness.host import default_host, discover
 from harness.params import Int
-from harness.tracking import MemoryTracker
 from harness.spec import configure
+from harness.tracking import MemoryTracker
 from harness.tuning import TuneConfig, tune
 
 from .test_integration import cli_in_process, in_process
@@ -166,7 +166,8 @@ def _space(tmp: Path, text: str) -> str:
     (lambda t: ["--space", _space(t, "[deviation]\nsigma = {low = 0.1, high = 0.5}\n")], "not tuned in this run"),
     (lambda t: ["--space", _space(t, "[noisy-finetune]\nsigmaa = 0.1\n")], "unknown parameter(s) sigmaa"),
     (lambda t: ["--space", _space(t, "[noisy-finetune]\nlr = {low = 1e-6, high = 0.01}\n")], "outside the declared"),
-    (lambda t: ["--space", _space(t, "[noisy-finetune]\nepochs = 2\nlr = 0.01\nnoise = 0.0\n")], "nothing left to tune"),
+    (lambda t: ["--space", _space(t, "[noisy-finetune]\nepochs = 2\nlr = 0.01\nnoise = 0.0\n")],
+     "nothing left to tune"),
     (lambda t: ["--storage", "postgres//x"], "not a valid URL"),
     (lambda t: ["--storage", "postgresql+psycopg2://u:pw@127.0.0.1:1/db"], "unreachable"),
     (lambda t: ["--seeds", "0-1", "--holdout-seeds", "1-2"], "both tuning and held-out"),

@@ -12,14 +12,14 @@ import optuna
 import pytest
 
 from harness.config_file import dump_toml
-from harness.spec import Spec, UsageError, read_run_file
+from harness.fleet.storage import StorageError, fail_dead_local_trials, resolve_storage, worker_id
 from harness.metrics import Metric
 from harness.params import Choice, Float, Int
 from harness.registry import Method
-from harness.tuning.objective import Objective, normalised_distance, pareto_front
+from harness.spec import Spec, UsageError, read_run_file
 from harness.tuning.holdout import choose, judge
+from harness.tuning.objective import Objective, normalised_distance, pareto_front
 from harness.tuning.space import SpaceError, declared_space, narrowed_space
-from harness.fleet.storage import StorageError, fail_dead_local_trials, resolve_storage, worker_id
 
 METHOD = Method(name="m", fn=lambda *a: None, space={
     "epochs": Int(1, 30, default=4),

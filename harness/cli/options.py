@@ -8,7 +8,6 @@ import signal
 import click
 
 
-
 def parse_assignments(values: tuple[str, ...], what: str, qualified: bool) -> dict:
     out: dict = {}
     for item in values:
@@ -19,7 +18,8 @@ def parse_assignments(values: tuple[str, ...], what: str, qualified: bool) -> di
         if qualified:
             owner, dot, name = key.partition(".")
             if not dot or not name:
-                raise click.BadParameter(f"{item!r}: expected COMPONENT.NAME=VALUE, e.g. simple.epochs=3", param_hint=what)
+                raise click.BadParameter(f"{item!r}: expected COMPONENT.NAME=VALUE, e.g. simple.epochs=3",
+                                         param_hint=what)
             out.setdefault(owner, {})[name] = value
         else:
             out[key] = value
@@ -46,10 +46,12 @@ def common_options(fn):
                      help="Reference bank: K retrains with other seeds per split, for lira-offline, rmia and "
                           "forget-quality (each costs one retrain, once: cached and shared). Default: 0 on the cpu "
                           "profile, 4 on paper; attacks needing more are skipped with the reason."),
-        click.option("--data-dir", type=click.Path(file_okay=True), help="Local CIFAR-10 copy [env: HARNESS_DATA_DIR]."),
+        click.option("--data-dir", type=click.Path(file_okay=True),
+                     help="Local CIFAR-10 copy [env: HARNESS_DATA_DIR]."),
         click.option("--cache-dir", type=click.Path(), help="Downloads and cached models [env: HARNESS_CACHE_DIR]."),
         click.option("--device", help="cpu, cuda, cuda:1 (default: cuda when available)."),
-        click.option("--tracking-uri", help="MLflow tracking URI [env: MLFLOW_TRACKING_URI; default: sqlite in ./mlruns]."),
+        click.option("--tracking-uri",
+                     help="MLflow tracking URI [env: MLFLOW_TRACKING_URI; default: sqlite in ./mlruns]."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
     for option in reversed(options):

@@ -5,7 +5,6 @@ import sys
 
 import click
 
-
 from . import main
 from .options import planned, spec_and_site
 

@@ -6,7 +6,6 @@ import sys
 
 import click
 
-
 from . import main
 
 
@@ -93,7 +92,8 @@ def _study_report(store, parents: list[dict], output: str | None, head: list[str
             summary = store.load_json(run_id, "tuning.json")
         except Exception:
             raise click.ClickException(f"study run {run_id} ({parent['status']}) has no tuning.json yet: its trials "
-                                       f"or held-out evaluation did not finish; run the same `unlearn tune` again") from None
+                                       f"or held-out evaluation did not finish; "
+                                       "run the same `unlearn tune` again") from None
         figure = None
         if output:
             folder = Path(output).parent / "figures"
@@ -140,7 +140,8 @@ def reproduce(run_id, tracking_uri, data_dir, cache_dir, device, quiet):
     """Run one logged cell (a child run) again from its logged configuration and print each metric's
     difference; exit 1 if a metric other than a timing differs."""
     from ..data import DataError
-    from ..reproduce import CannotReproduce, reproduce as run_again
+    from ..reproduce import CannotReproduce
+    from ..reproduce import reproduce as run_again
     from ..spec import Site, UsageError
     from ..tracking import MlflowStore
 

@@ -29,8 +29,8 @@ RUN_KEYS = ("methods", "scenarios", "seeds", "epochs", "attacks", "params", "exp
 @click.option("--rerun", is_flag=True, help="Run every cell again, even those already FINISHED in the experiment "
               "(by default a rerun of the same command runs only the missing, failed or killed ones).")
 @click.option("--resume", is_flag=True, hidden=True, help="The default now; kept for old scripts.")
-@click.option("--benchmark", help="Share the run with other machines: publish its cells as benchmark NAME in --storage; "
-              "`unlearn worker --benchmark NAME` elsewhere takes cells too.")
+@click.option("--benchmark", help="Share the run with other machines: publish its cells as benchmark NAME in "
+              "--storage; `unlearn worker --benchmark NAME` elsewhere takes cells too.")
 @click.option("--storage", help="With --benchmark: where the cells are queued, postgresql://... (several machines) "
               "or journal:PATH (one machine).")
 @click.option("--heartbeat", default=10, show_default=True, type=int,
@@ -46,7 +46,8 @@ def run(config_file, **opts):
     from ..tracking import MlflowTracker, default_tracking_uri
 
     spec, site = spec_and_site(opts, RUN_KEYS, config_file)
-    site = site.with_(tracking_uri=default_tracking_uri(site.tracking_uri), command=" ".join(["unlearn", *sys.argv[1:]]))
+    site = site.with_(tracking_uri=default_tracking_uri(site.tracking_uri),
+                      command=" ".join(["unlearn", *sys.argv[1:]]))
     if opts["storage"] and not opts["benchmark"]:
         raise click.UsageError("--storage queues the cells of a --benchmark NAME; give both, or neither")
     p = planned(spec, site)
@@ -85,7 +86,8 @@ def run(config_file, **opts):
 @main.command()
 @click.option("--benchmark", required=True, help="The benchmark to work on (published by `unlearn run --benchmark`).")
 @click.option("--storage", required=True, help="Where its cells are queued: postgresql://... or journal:PATH.")
-@click.option("--data-dir", type=click.Path(file_okay=True), help="This machine's CIFAR-10 copy [env: HARNESS_DATA_DIR].")
+@click.option("--data-dir", type=click.Path(file_okay=True),
+              help="This machine's CIFAR-10 copy [env: HARNESS_DATA_DIR].")
 @click.option("--cache-dir", type=click.Path(), help="This machine's model cache [env: HARNESS_CACHE_DIR]; a folder "
               "shared by the workers trains each reference model once.")
 @click.option("--device", help="cpu, cuda, cuda:1 (default: cuda when available).")
@@ -102,7 +104,8 @@ def worker(benchmark, storage, data_dir, cache_dir, device, tracking_uri, heartb
     from ..spec import Site
 
     handle = _benchmark_storage(storage, benchmark)
-    site = Site(data_dir=data_dir, cache_dir=cache_dir, device=device, tracking_uri=tracking_uri, show_progress=not quiet)
+    site = Site(data_dir=data_dir, cache_dir=cache_dir, device=device, tracking_uri=tracking_uri,
+                show_progress=not quiet)
     _work_on(lambda: join(benchmark, handle, site, heartbeat=heartbeat, wait_s=wait))
 
 

@@ -6,7 +6,6 @@ import sys
 
 import click
 
-
 from . import main
 from .options import COMMON_KEYS, common_options, interrupted_status, spec_and_site, terminate_like_ctrl_c
 
@@ -38,7 +37,9 @@ TUNE_KEYS = ("methods", "seeds", "scenario", "experiment", *COMMON_KEYS)
 @click.option("--space", "space_file", type=click.Path(dir_okay=False), help="TOML narrowing or fixing the space.")
 @click.option("--export", type=click.Path(dir_okay=False), help="Write the recommended configuration (TOML for "
               "`unlearn run --config`).")
-@click.option("--sampler-seed", default=0, show_default=True, type=int, help="TPE sampler seed: exact for a study with one process on a file storage; varied per process (host and pid) where several share it.")
+@click.option("--sampler-seed", default=0, show_default=True, type=int,
+              help="TPE sampler seed: exact for a study with one process on a file storage; varied per process "
+                   "(host and pid) where several share it.")
 @click.option("--heartbeat", default=10, show_default=True, type=int,
               help="Seconds between a trial's heartbeats on an RDB storage; a trial silent for 3 beats is retried.")
 @click.option("--experiment", help="MLflow experiment (default: tuning-<scenario>).")
@@ -47,14 +48,15 @@ TUNE_KEYS = ("methods", "seeds", "scenario", "experiment", *COMMON_KEYS)
 def tune(**opts):
     """Tune methods' hyperparameters with Optuna; judge the result on held-out seeds."""
     from ..data import DataError
+    from ..reporting.study_report import terminal_summary
     from ..spec import UsageError, seed_list
     from ..tracking import MlflowTracker, default_tracking_uri
     from ..tuning import TuneConfig, run_studies
-    from ..reporting.study_report import terminal_summary
     from ..tuning.study import Tuner
 
     spec, site = spec_and_site(opts, TUNE_KEYS)
-    site = site.with_(tracking_uri=default_tracking_uri(site.tracking_uri), command=" ".join(["unlearn", *sys.argv[1:]]))
+    site = site.with_(tracking_uri=default_tracking_uri(site.tracking_uri),
+                      command=" ".join(["unlearn", *sys.argv[1:]]))
     try:
         holdout = [] if opts["holdout_seeds"].strip().lower() == "none" else list(seed_list(opts["holdout_seeds"],
                                                                                               "--holdout-seeds"))

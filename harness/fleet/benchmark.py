@@ -22,12 +22,20 @@ from .. import RESULTS_VERSION, __version__
 from ..cell import Cell
 from ..plan import Plan
 from ..recorder import finished
-from ..runner import RunResult, Runner
+from ..runner import Runner, RunResult
 from ..spec import Site, Spec, UsageError
 from ..splits import Split
 from ..tracking import FAILED, FINISHED, MlflowStore, MlflowTracker
-from .storage import (StorageError, StudyStorage, fail_dead_local_trials, fail_stale_trials, resolve_storage,
-                      retry, trial_by_number, worker_id)
+from .storage import (
+    StorageError,
+    StudyStorage,
+    fail_dead_local_trials,
+    fail_stale_trials,
+    resolve_storage,
+    retry,
+    trial_by_number,
+    worker_id,
+)
 
 log = logging.getLogger(__name__)
 KIND = "unlearning-benchmark"  # the study attribute that tells a benchmark from a tuning study
@@ -71,8 +79,8 @@ def publish(p: Plan, tracker: MlflowTracker, storage: StudyStorage, name: str, h
     runner = Runner(p, tracker)
     parent = runner.new_parent()
     parent.set_tags({"benchmark": name, "study_storage": storage.display})
-    for key, value in {"spec": p.spec.to_dict(), "plan_hash": p.hash, "harness": __version__, "parent_run_id": parent.run_id,
-                       "tracking_uri": tracker.uri, "experiment": p.experiment,
+    for key, value in {"spec": p.spec.to_dict(), "plan_hash": p.hash, "harness": __version__,
+                       "parent_run_id": parent.run_id, "tracking_uri": tracker.uri, "experiment": p.experiment,
                        "facts": _facts(p)}.items():
         study.set_user_attr(key, value)
     for i, (_, cell) in enumerate(cells):

@@ -16,9 +16,9 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..owners import dead_here, host_key, worker_id  # noqa: F401 - the tuner's workers are named the same way
 
@@ -105,10 +105,12 @@ def resolve_storage(url: str | None, workers: int, folder: Path, *, flag_optiona
                            f"postgresql://USER@HOST:PORT/DB") from None
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            raise StorageError(f"storage {url!r}: use sqlite:///PATH.db (a file, so that the study outlives the process)")
+            raise StorageError(f"storage {url!r}: use sqlite:///PATH.db "
+                               "(a file, so that the study outlives the process)")
         if workers > 1:
             raise StorageError("SQLite is not for parallel workers: use --storage journal:PATH (one host) or "
-                               "postgresql://... (several hosts)" + (", or leave --storage out" if flag_optional else ""))
+                               "postgresql://... (several hosts)"
+                               + (", or leave --storage out" if flag_optional else ""))
         _check_parent(Path(parsed.database), url)
         return StudyStorage(url, "sqlite")
     storage = StudyStorage(url, "rdb")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import analysis, figures
 from ..tracking import shown_uri
+from . import analysis, figures
 from .tables import column_groups, columns, headers, markdown_table
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def build(store, parent: dict, *, with_curves: bool = True) -> RunReport:
         if not history.empty:
             curves = history.merge(methods[["run_id", "method", "scenario", "epochs", "seed"]], on="run_id")
     tags, params = parent["tags"], parent["params"]
-    facts = {"parent run": f"`{run_id}` ({parent['status']}) in {shown_uri(store.uri)}", "profile": params.get("profile", "?"),
+    facts = {"parent run": f"`{run_id}` ({parent['status']}) in {shown_uri(store.uri)}",
+             "profile": params.get("profile", "?"),
              "scenarios": params.get("scenario", "?"), "seeds": params.get("seeds", "?"),
              "epoch budgets": params.get("epochs", "method defaults"),
              "device": tags.get("device_name", tags.get("device", "?")), "precision": params.get("precision", "?"),

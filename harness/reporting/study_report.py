@@ -12,7 +12,8 @@ from ..tracking import shown_uri
 
 HOLDOUT_COLUMNS = [("acc_retain", "retain"), ("acc_forget", "forget"), ("acc_validation", "valid"),
                    ("forget_val_ratio", "F/V ratio"), (None, "attack"), ("pct_retrain_time", "% retrain"),
-                   ("gap_acc_forget", "forget gap to retrain"), ("distance", "distance"), ("feasible_seeds", "feasible seeds")]
+                   ("gap_acc_forget", "forget gap to retrain"), ("distance", "distance"),
+                   ("feasible_seeds", "feasible seeds")]
 
 
 def _ms(value, fmt: str = "{:.3f}") -> str:
@@ -63,13 +64,16 @@ def params_table(summary: dict) -> list[str]:
     for name, default in summary["defaults"].items():
         if name in space["tuned"]:
             d = space["tuned"][name]
-            searched = f"{d['choices']}" if "choices" in d else f"[{d['low']:g}, {d['high']:g}]{' log' if d.get('log') else ''}"
+            searched = (f"{d['choices']}" if "choices" in d
+                        else f"[{d['low']:g}, {d['high']:g}]{' log' if d.get('log') else ''}")
         elif name in space["fixed"]:
             searched = "fixed"
         else:
             searched = "not tuned"
         t = tuned.get(name, "-")
-        fmt = (lambda v: f"{v:.4g}" if isinstance(v, float) else str(v))
+
+        def fmt(v):
+            return f"{v:.4g}" if isinstance(v, float) else str(v)
         lines.append(f"| {name} | {searched} | {fmt(default)} | {fmt(t)}{' *' if t != default and t != '-' else ''} |")
     return lines
 
@@ -94,7 +98,7 @@ def trials_table(summary: dict) -> list[str]:
             note.append("Pareto")
         if r["state"] != "COMPLETE" and r.get("reason"):
             note.append(r["reason"][:90])
-        get = lambda k, f="{:.3f}": f.format(m[k]) if k in m else "-"  # noqa: E731
+        get = lambda k, f="{:.3f}", m=m: f.format(m[k]) if k in m else "-"  # noqa: E731
         feasible = "-" if r["feasible"] is None else ("yes" if r["feasible"] else "no")
         lines.append(f"| {r['number']} | {r['state']} | " + " | ".join(p) + f" | {get('forget_val_ratio')} | "
                      f"{get(attack)} | {get('acc_validation')} | {get('pct_retrain_time', '{:.1f}')} | {feasible} | "
@@ -116,14 +120,16 @@ def facts(summary: dict) -> list[str]:
         f"- tuned on seed(s) {', '.join(map(str, summary['tuning_seeds']))} (validation and test from the 'tune' half "
         f"of the held-out images); judged on seeds {', '.join(map(str, summary['holdout_seeds']))} ('judge' half)",
         f"- trials: {len(summary['trials'])} ({counts}), {c['feasible']} feasible; pruned {pr['pruned']} "
-        f"({', '.join(f'{k}: {v}' for k, v in pr['reasons'].items()) or 'none'}), which ran {pr['pruned_seconds']:.0f} s "
+        f"({', '.join(f'{k}: {v}' for k, v in pr['reasons'].items()) or 'none'}), "
+        f"which ran {pr['pruned_seconds']:.0f} s "
         f"and saved about {pr['saved_seconds_estimate']:.0f} s (had they run all their epochs)",
         f"- time: {summary['wall_seconds']:.0f} s from the first trial's start to the last one's end "
         f"({summary['trial_seconds']:.0f} s in trials), held-out evaluation after",
         f"- the original on the tuning split: F/V ratio {summary['original_tuning']['forget_val_ratio']:.3f}, "
         f"{o['attack_metric']} {summary['original_tuning'][o['attack_metric']]:.3f}, validation "
         f"{summary['original_tuning']['acc_validation']:.3f}",
-        "- held-out forget sets share " + ", ".join(f"{float(v):.0%} (seed {k})" for k, v in summary["forget_overlap"].items())
+        "- held-out forget sets share "
+        + ", ".join(f"{float(v):.0%} (seed {k})" for k, v in summary["forget_overlap"].items())
         + " of their images with the tuning forget set(s), by chance",
     ]
 
@@ -131,9 +137,11 @@ def facts(summary: dict) -> list[str]:
 def study_markdown(summary: dict, parent_run_id: str, figure: str | None = None) -> str:
     chosen = summary.get("chosen")
     rule = ("the feasible Pareto trial with the smallest normalised distance sqrt((ratio/ratio_0)^2 + "
-            "(attack/attack_0)^2), ratio_0 and attack_0 being the original's" if summary["objective"]["kind"] == "pareto"
+            "(attack/attack_0)^2), ratio_0 and attack_0 being the original's"
+            if summary["objective"]["kind"] == "pareto"
             else "the feasible trial with the lowest score")
-    lines = [f"## {summary['method']} (study {summary['study']})", "", *facts(summary), f"- parent run `{parent_run_id}`", "",
+    lines = [f"## {summary['method']} (study {summary['study']})", "", *facts(summary),
+             f"- parent run `{parent_run_id}`", "",
              f"### Held-out seeds {', '.join(map(str, summary['holdout_seeds']))}: mean ± std", "",
              *holdout_table(summary), "",
              "distance: the normalised distance to (ratio 1, attack ideal) on each seed, 0 ideal, 1.41 as far as the "
@@ -152,9 +160,11 @@ def study_markdown(summary: dict, parent_run_id: str, figure: str | None = None)
 def terminal_summary(result) -> str:
     s = result.summary
     if "summary" not in s:
-        return (f"study {result.study}: {len(s['trials'])} trials in {result.storage}; parent run {result.parent_run_id} "
+        return (f"study {result.study}: {len(s['trials'])} trials in {result.storage}; "
+                f"parent run {result.parent_run_id} "
                 f"(judged and reported by the worker with held-out seeds)")
     return "\n".join([f"\n{s['method']}: study {result.study} ({result.storage}), parent run {result.parent_run_id}",
                       *facts(s), "", *holdout_table(s), "", f"verdict: {s['verdict']}",
                       f"recommended: {_params(s['recommended_params'])}",
-                      f"continue or re-judge: the same command; browse: unlearn dashboard --storage '{result.storage}'"])
+                      "continue or re-judge: the same command; "
+                      f"browse: unlearn dashboard --storage '{result.storage}'"])

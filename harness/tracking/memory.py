@@ -10,7 +10,6 @@ from pathlib import Path
 
 from .common import FINISHED, KILLED, RUNNING, flat_params
 
-
 SAVED_RUNS_FORMAT = "unlearning-harness runs 1"  # what `MemoryTracker.save` writes and `import_runs` reads
 
 
@@ -87,7 +86,8 @@ class MemoryTracker:
         return path
 
     def _new(self, name: str, tags: dict) -> MemoryRun:
-        run = MemoryRun(name=name, tags={k: str(v) for k, v in tags.items() if v is not None}, run_id=str(len(self.runs)))
+        run = MemoryRun(name=name, tags={k: str(v) for k, v in tags.items() if v is not None},
+                        run_id=str(len(self.runs)))
         self.runs.append(run)
         return run
 

@@ -27,7 +27,8 @@ class MlflowStore:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             names = sorted(e.name for e in self.client.search_experiments())
-            raise LookupError(f"no experiment named {experiment!r} in {self.uri}; experiments: {', '.join(names) or '(none)'}")
+            raise LookupError(f"no experiment named {experiment!r} in {self.uri}; "
+                              f"experiments: {', '.join(names) or '(none)'}")
         runs = self.client.search_runs([exp.experiment_id], filter_string="tags.run_kind = 'parent'",
                                        order_by=["attributes.start_time DESC"], max_results=1)
         if not runs:

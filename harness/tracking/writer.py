@@ -68,7 +68,8 @@ class MlflowTracker:
         self.experiment = experiment
 
     def start_parent(self, name: str, tags: dict) -> MlflowRun:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items() if v is not None})
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={k: str(v) for k, v in tags.items() if v is not None})
         return MlflowRun(self.client, run.info.run_id)
 
     def reopen(self, run_id: str) -> MlflowRun:

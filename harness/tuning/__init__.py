@@ -198,9 +198,8 @@ def _log_figures(parent, study: Study, objective) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
     from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as ovm
 
     if len(study.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
         log.warning("fewer than 2 complete trials: no study figures")

@@ -36,7 +36,8 @@ def trial_rows(study) -> list[dict]:
             "constraints": {k: a.get(f"constraint/{k}") for k in ("utility", "time")},
             "feasible": (a.get("constraint/utility", 1) <= 0 and a.get("constraint/time", 1) <= 0)
             if t.state.name == "COMPLETE" else None,
-            "metrics": {k: v for k, v in a.items() if isinstance(v, float) and not k.startswith(("objective/", "constraint/"))},
+            "metrics": {k: v for k, v in a.items()
+                        if isinstance(v, float) and not k.startswith(("objective/", "constraint/"))},
             "objective": {k.split("/", 1)[1]: v for k, v in a.items() if k.startswith("objective/")},
             "seconds": t.duration.total_seconds() if t.duration else None,
             "reason": a.get("reason") or a.get("error"), "baseline": a.get("baseline"),

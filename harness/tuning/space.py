@@ -13,9 +13,10 @@ error before any trial runs.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..config_file import ConfigFileError, read_toml
 from ..params import Choice, Float, Int, Param, ParamError, resolve
@@ -65,7 +66,8 @@ def load_space_file(path: str | Path) -> dict[str, dict]:
         raise SpaceError(str(exc)) from None
     bad = [k for k, v in data.items() if not isinstance(v, dict)]
     if bad:
-        raise SpaceError(f"space file {path}: expected one [method] table per method, found plain key(s) {', '.join(bad)}")
+        raise SpaceError(f"space file {path}: expected one [method] table per method, "
+                         f"found plain key(s) {', '.join(bad)}")
     return data
 
 
@@ -98,7 +100,8 @@ def _narrow(param: Param, spec: dict, where: str) -> Param:
     if isinstance(param, Choice):
         extra = set(spec) - {"choices"}
         if extra or "choices" not in spec:
-            raise SpaceError(f"{where}: a choice is narrowed with {{choices = [...]}}, got keys {', '.join(sorted(spec))}")
+            raise SpaceError(f"{where}: a choice is narrowed with {{choices = [...]}}, "
+                             f"got keys {', '.join(sorted(spec))}")
         choices = [param.coerce(c) for c in spec["choices"]]
         outside = [c for c in choices if not param.contains(c)]
         if outside or not choices:
@@ -106,7 +109,8 @@ def _narrow(param: Param, spec: dict, where: str) -> Param:
         return replace(param, choices=tuple(dict.fromkeys(choices)), default=choices[0], tune=True)
     extra = set(spec) - {"low", "high"}
     if extra:
-        raise SpaceError(f"{where}: a range is narrowed with {{low = .., high = ..}}, got keys {', '.join(sorted(extra))}")
+        raise SpaceError(f"{where}: a range is narrowed with {{low = .., high = ..}}, "
+                         f"got keys {', '.join(sorted(extra))}")
     try:
         low = param.coerce(spec.get("low", param.low))
         high = param.coerce(spec.get("high", param.high))

@@ -27,15 +27,22 @@ import numpy as np
 
 from .. import __version__
 from ..cell import Cell, evaluate_cell
-from ..recorder import Recorder
+from ..fleet.storage import (
+    StorageError,
+    StudyStorage,
+    fail_dead_local_trials,
+    fail_stale_trials,
+    resolve_storage,
+    retry,
+    worker_id,
+)
 from ..host import Host, default_host
 from ..plan import plan
+from ..recorder import Recorder
 from ..spec import Site, Spec, UsageError
 from ..tracking import FAILED, FINISHED, KILLED, MemoryTracker, Tracker, git_commit
 from .objective import PARETO, SCORE, Objective
 from .space import SearchSpace, SpaceError, load_space_file, narrowed_space
-from ..fleet.storage import (StorageError, StudyStorage, fail_dead_local_trials, fail_stale_trials, resolve_storage, retry,
-                      worker_id)
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
@@ -84,10 +91,11 @@ class TuneConfig:
     def to_dict(self) -> dict:
         """Plain data for a worker process (`from_dict` reads it back); spec and site as they serialise."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("spec", "site")}
-        return {**out, "holdout_seeds": list(self.holdout_seeds), "spec": self.spec.to_dict(), "site": self.site.to_dict()}
+        return {**out, "holdout_seeds": list(self.holdout_seeds), "spec": self.spec.to_dict(),
+                "site": self.site.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TuneConfig":
+    def from_dict(cls, data: dict) -> TuneConfig:
         data = dict(data)
         return cls(spec=Spec.from_dict(data.pop("spec")), site=Site.from_dict(data.pop("site")), **data)
 
@@ -155,7 +163,8 @@ class Tuner:
         if metric not in declared:
             raise UsageError(f"attack {attack!r} has no metric {metric!r}; its metrics: {', '.join(declared)}")
         if declared[metric].target is None and declared[metric].higher_is_better is None:
-            raise UsageError(f"{config.attack_metric} declares no ideal value (target or direction): it cannot be optimised")
+            raise UsageError(f"{config.attack_metric} declares no ideal value (target or direction): "
+                             "it cannot be optimised")
         self.objective = Objective(config.objective, config.attack_metric, declared[metric], config.tolerance,
                                    config.time_budget)
         self.spaces = self._spaces()
@@ -317,7 +326,8 @@ class Tuner:
             row = self.plan.cells(split)[0]  # the original reference row: its metrics and attacks
             result = evaluate_cell(row, self.models().for_split(split, retrain=False, bank_size=self.plan.bank_size))
             if result.attack_errors:
-                raise RuntimeError(f"the attack failed on the original model: {next(iter(result.attack_errors.values()))}")
+                raise RuntimeError("the attack failed on the original model: "
+                                   f"{next(iter(result.attack_errors.values()))}")
             rows.append(result.metrics)
         original = _mean(rows)
         s = self.objective.reference(original)
@@ -532,7 +542,7 @@ def _check_signature(study, name: str, signature: dict, directions: list[str]) -
 
 def _tracking_folder(uri: str | None) -> Path:
     """Studies live beside the MLflow store by default (./mlruns)."""
-    from ..tracking import DEFAULT_DIR, sqlite_path, default_tracking_uri
+    from ..tracking import DEFAULT_DIR, default_tracking_uri, sqlite_path
 
     path = sqlite_path(default_tracking_uri(uri))
     return path.parent if path is not None else (Path.cwd() / DEFAULT_DIR).resolve()

@@ -11,6 +11,7 @@ import numpy as np
 from harness import Metric, hookimpl
 from harness.membership import membership_declarations, membership_result, membership_space
 
+
 def lira_offline(inputs, params):
     """s(x) = (phi_t(x) - mu_R(x)) / sigma, forget = 1 vs test = 0, with mu_R(x) the references' mean
     logit-scaled confidence on x and one pooled sigma.

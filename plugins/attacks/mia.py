@@ -59,7 +59,8 @@ def register_attacks(register):
                  "variant": Choice(["paper", "kit"], default="paper", tune=False,
                                    help="paper: CV ROC AUC; kit: the starting kit's balanced accuracy"),
                  "folds": Int(2, 20, default=10, tune=False, help="cross-validation folds (the paper: 10)"),
-                 "bootstrap": Int(100, 10000, default=500, tune=False, help="bootstrap resamples of the signed AUC's CI"),
+                 "bootstrap": Int(100, 10000, default=500, tune=False,
+                                  help="bootstrap resamples of the signed AUC's CI"),
              },
              metrics={
                  "auc": Metric(target=0.5, label="MIA AUC",

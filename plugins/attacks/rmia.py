@@ -107,7 +107,8 @@ def register_attacks(register):
     register("rmia", rmia,
              description="offline RMIA: likelihood ratio against a population of test images, retrain references",
              space={
-                 "a": Float(0.0, 1.0, default=0.3, tune=False, help="offline scaling of Pr(x), used with calibrate=fixed"),
+                 "a": Float(0.0, 1.0, default=0.3, tune=False,
+                            help="offline scaling of Pr(x), used with calibrate=fixed"),
                  "calibrate": Choice(["original", "fixed"], default="original", tune=False,
                                      help="original: pick a from 0, 0.1, ..., 1 by the original model's AUC; "
                                           "fixed: use the a parameter"),

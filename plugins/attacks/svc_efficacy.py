@@ -100,7 +100,8 @@ def register_attacks(register):
                  "efficacy_retrain": Metric(summary=False, help="the retrain model's MIA-efficacy on the same split"),
                  "efficacy_diff": Metric(target=0.0, label="MIA-eff. - retrain",
                                          interval=("efficacy_diff_low", "efficacy_diff_high"),
-                                         help="efficacy minus the retrain model's; below 0: forget still looks trained on"),
+                                         help="efficacy minus the retrain model's; below 0: forget still looks "
+                                              "trained on"),
                  "efficacy_diff_low": Metric(summary=False, help="lower bound of the paired bootstrap 95% CI"),
                  "efficacy_diff_high": Metric(summary=False, help="upper bound of the paired bootstrap 95% CI"),
                  "avg_gap": Metric(higher_is_better=False, label="Avg-Gap", fmt="{:.1f}",

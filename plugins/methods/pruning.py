@@ -11,7 +11,6 @@ from torch import nn
 from harness import Float, hookimpl, sgd_space
 
 
-
 def prunable(model: nn.Module) -> list[tuple[torch.Tensor, int]]:
     """(tensor, fan_in) for every Conv2d and Linear weight and the last Linear's bias (the source's set)."""
     out = []

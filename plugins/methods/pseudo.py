@@ -84,7 +84,8 @@ def pseudo(model, data, params, ctx):
     if params["combine_with_rotate"]:
         transpose_conv_kernels(model)
     return ctx.fit(model, indices, epochs=params["epochs"], lr=params["lr"], schedule="cosine",
-                   **sgd_options(params), values=targets, loss_fn=lambda s, y, x, target: F.cross_entropy(s, target), phase="pseudo",
+                   **sgd_options(params), values=targets,
+                   loss_fn=lambda s, y, x, target: F.cross_entropy(s, target), phase="pseudo",
                    epoch_offset=epoch, extra={"forget_relabelled": float((pseudo != labels).float().mean())})
 
 
