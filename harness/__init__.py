@@ -1,8 +1,9 @@
 """unlearning-harness: evaluate machine-unlearning methods on image classifiers.
 
-What a plugin may use is re-exported here, with `harness.stats`, `harness.membership` and
-`harness.testing`: that is the plugin contract, version `__api_version__` (see `harness.contract` for
-what each version changed). `Spec` and `Site` describe a run for the Python API (`harness.spec`).
+What a plugin may use is re-exported here, with `harness.toolkit` (building blocks of methods),
+`harness.stats`, `harness.membership` and `harness.testing`: that is the plugin contract, version
+`__api_version__` (see `harness.contract` for what each version changed). `Spec` and `Site` describe
+a run for the Python API (`harness.spec`).
 
 Three versions, for three readers: `__version__` is the package's; `__api_version__` changes only when
 the plugin contract does; `RESULTS_VERSION` changes only when a change alters a metric of an existing

@@ -129,13 +129,15 @@ class Context:
             momentum: float = 0.9, weight_decay: float = 5e-4, schedule: str | Callable[[int], float] = "cosine",
             augment: bool = False, loss_fn: Callable[..., torch.Tensor] | None = None,
             values: torch.Tensor | None = None, before_epoch: Callable[[int], None] | None = None,
-            log: bool = True, phase: str = "train", epoch_offset: int = 0, extra: dict | None = None) -> nn.Module:
+            after_step: Callable[[], None] | None = None, log: bool = True, phase: str = "train",
+            epoch_offset: int = 0, extra: dict | None = None) -> nn.Module:
         """One training phase with SGD and per-epoch logging (`{phase}_loss`, `lr` and `extra`, at step
         `epoch_offset + epoch`); returns the model in eval mode.
 
         Cross-entropy by default; `loss_fn(logits, y, x)`, or `loss_fn(logits, y, x, v)` with `values`
         (one row per index, see `batches`). `schedule`: 'cosine' over `epochs`, 'constant' or a function
-        of the 0-based epoch giving the lr multiplier. `before_epoch(epoch)` runs before each epoch."""
+        of the 0-based epoch giving the lr multiplier. `before_epoch(epoch)` runs before each epoch,
+        `after_step()` after every optimiser step (e.g. to put masked weights back: harness.toolkit)."""
         def on_epoch(epoch: int, stats: dict) -> None:
             if log:
                 self.log_epoch(epoch_offset + epoch, model,
@@ -147,7 +149,7 @@ class Context:
                           lambda: self.batches(indices, batch_size, shuffle=True, augment=augment, values=values),
                           epochs=epochs, lr=lr, compute=self.compute, momentum=momentum,
                           weight_decay=weight_decay, schedule=schedule, loss_fn=loss_fn, before_epoch=before_epoch,
-                          on_epoch=on_epoch, progress=progress)
+                          after_step=after_step, on_epoch=on_epoch, progress=progress)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, indices: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,9 @@ CHANGES: dict[int, str] = {
     3: "attacks declare what they need (needs=, references=, reruns=) and may return tables (AttackResult); "
        "Outputs carry features and dataset indices; the reference bank (ReferenceOutputs)",
     4: "plugins may declare HARNESS_CONTRACT; a component that breaks the contract is refused alone, its "
-       "plugin's other components load; harness.stats and harness.membership are public, versioned helpers; "
+       "plugin's other components load; harness.toolkit, harness.stats and harness.membership are public, "
+       "versioned helpers; methods declare family=, touches= and citation=, and any component check= for "
+       "parameters that must go together; ctx.fit takes after_step=; "
        "every attack reads its own untouched inputs, and changing them in place, leaving global torch state "
        "changed, or returning a non-finite metric is that component's failure; harness.testing's checks "
        "raise ConformanceError (also under python -O); the built-ins are the harness_plugins package",

@@ -298,6 +298,7 @@ def fit(
     schedule: str | Callable[[int], float] = "cosine",
     loss_fn: Callable[..., torch.Tensor] | None = None,
     before_epoch: Callable[[int], None] | None = None,
+    after_step: Callable[[], None] | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: Callable | None = None,
 ) -> nn.Module:
@@ -307,7 +308,7 @@ def fit(
     `schedule`: 'cosine' over `epochs`, 'constant', or a function of the 0-based epoch giving the lr
     multiplier (LambdaLR also asks it for epoch `epochs`, after the last step). `loss_fn` as in
     `train_epoch` (cross-entropy by default). `before_epoch(epoch)` runs before each 1-based epoch (e.g. to
-    perturb weights), `on_epoch(epoch, stats)` after it."""
+    perturb weights), `after_step()` after every optimiser step, `on_epoch(epoch, stats)` after each epoch."""
     optimizer = sgd(model, lr, momentum, weight_decay)
     if callable(schedule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -324,7 +325,8 @@ def fit(
         for epoch in epoch_iter:
             if before_epoch is not None:
                 before_epoch(epoch)
-            stats = train_epoch(model, make_batches(), optimizer, compute=compute, loss_fn=loss_fn)
+            stats = train_epoch(model, make_batches(), optimizer, compute=compute, loss_fn=loss_fn,
+                                after_step=after_step)
             stats["lr"] = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()

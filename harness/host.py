@@ -28,7 +28,7 @@ from . import contract, hookspecs
 from .contract import ContractError
 from .metrics import Metric
 from .params import Param, ParamError
-from .registry import NEEDS, Attack, Component, Method, Model, Registry, Scenario
+from .registry import NEEDS, TOUCHES, Attack, Component, Method, Model, Registry, Scenario
 
 KINDS = {
     "method": ("register_methods", Method),
@@ -204,6 +204,10 @@ def _component(kind: str, cls: type, name, fn, description, space, source: str, 
             raise ContractError(f"{kind} {name!r}: parameter {pname!r} must be Int, Float or Choice", since=2)
     if cls is Attack:
         _check_attack(name, extra)
+    if cls is Method:
+        _check_method(name, extra)
+    if extra.get("check") is not None and not callable(extra["check"]):
+        raise ContractError(f"{kind} {name!r}: check must be a function of the resolved parameters", since=4)
     _check_call(kind, name, fn, space)
     component = cls(name=name, fn=fn, description=description, source=source, space=space, **extra)
     try:
@@ -233,6 +237,15 @@ def _check_call(kind: str, name: str, fn, space: dict) -> None:
         shown = f"{', '.join(args)}{', **params' if keywords else ''}"
         raise ContractError(f"{kind} {name!r}: the harness calls it as fn({shown}), and its signature "
                             f"{signature} does not accept that ({exc})", since=2 if kind == "attack" else 1) from None
+
+
+def _check_method(name: str, extra: dict) -> None:
+    for key in ("family", "touches", "citation"):
+        if not isinstance(extra.get(key, ""), str):
+            raise ContractError(f"method {name!r}: {key} must be a string", since=4)
+    touches = extra.get("touches", "")
+    if touches and touches not in TOUCHES:
+        raise ContractError(f"method {name!r}: touches={touches!r}; valid: {', '.join(TOUCHES)}", since=4)
 
 
 def _check_attack(name: str, extra: dict) -> None:

@@ -137,7 +137,7 @@ def sgd_space(batch_size: int | None = 128, *, momentum: float = 0.9, weight_dec
               weight_decay_high: float = 1e-2, batch_help: str = "") -> dict[str, Param]:
     """The SGD part of a method's space (batch size, momentum, weight decay), kept out of tuning.
 
-    Every built-in method trains with SGD; sharing one declaration keeps their ranges the same, and
+    Most built-in methods train with SGD; sharing one declaration keeps their ranges the same, and
     `sgd_options(params)` hands the resolved values to `ctx.fit`. `batch_size=None` leaves it out (for
     methods with several batch sizes of their own)."""
     space: dict[str, Param] = {}

@@ -110,11 +110,17 @@ class Plan:
             calibration_steps=self.profile.calibration_steps, warmup_steps=self.profile.calibration_warmup)
 
     def cells(self, split: Split) -> list[Cell]:
-        """The reference rows, then every method (once per epoch budget), on `split`."""
+        """The reference rows, then every method (once per epoch budget), on `split`. A method without an
+        `epochs` parameter (one that does not train, like SSD) is one cell whatever the budgets, with the
+        first budget's group."""
         cells = [Cell(name, None, {}, split, self.attacks, self.setting) for name in REFERENCE_ROWS]
-        for budget in self.epochs or (None,):
+        for i, budget in enumerate(self.epochs or (None,)):
             for m in self.methods:
-                params = dict(m.params) if budget is None else m.component.resolve({**m.params, "epochs": budget})
+                if budget is None or "epochs" not in m.component.space:
+                    if i == 0:
+                        cells.append(Cell(m.name, m.component, dict(m.params), split, self.attacks, self.setting))
+                    continue
+                params = m.component.resolve({**m.params, "epochs": budget})
                 cells.append(Cell(m.name, m.component, params, split, self.attacks, self.setting, budget))
         return cells
 
@@ -238,8 +244,9 @@ def _scenarios(spec: Spec, host: Host) -> tuple[Configured, ...]:
 
 
 def _epochs(spec: Spec, methods: tuple[Configured, ...]) -> tuple[float, ...]:
-    """Epoch budgets, checked against every method: each must have an `epochs` parameter that accepts the
-    budget, and no --param may set `epochs` as well."""
+    """Epoch budgets, checked against every method that has an `epochs` parameter: it must accept each
+    budget, and no --param may set `epochs` as well. Methods without one do not train by epochs and run
+    once (see Plan.cells); naming only such methods with --epochs is a mistake."""
     if spec.epochs is None:
         return ()
     budgets = tuple(dict.fromkeys(spec.epochs))
@@ -248,10 +255,12 @@ def _epochs(spec: Spec, methods: tuple[Configured, ...]) -> tuple[float, ...]:
     for b in budgets:
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0:
             raise UsageError(f"epoch budget {b!r} is not valid: budgets are positive numbers")
+    if methods and not any("epochs" in m.component.space for m in methods):
+        raise UsageError(f"--epochs sets each method's `epochs`, and {', '.join(m.name for m in methods)} "
+                         f"has none; drop --epochs")
     for m in methods:
         if "epochs" not in m.component.space:
-            raise UsageError(f"--epochs sets each method's `epochs`, and method {m.name!r} has none; "
-                             f"leave it out of --methods or drop --epochs")
+            continue
         if "epochs" in (spec.params.get(m.name) or {}):
             raise UsageError(f"{m.name}.epochs is given by --param and by --epochs; give one")
         for b in budgets:

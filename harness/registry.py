@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .metrics import Metric
-from .params import Param, resolve
+from .params import Param, ParamError, resolve
 
 
 class UnknownComponent(KeyError):
@@ -48,20 +48,44 @@ class Component:
     description: str = ""
     source: str = ""  # "distribution version (entry point)" or the in-process plugin name
     space: Mapping[str, Param] = field(default_factory=dict)
+    # check(params) raises ValueError when resolved parameters that are each in range do not go together
+    # (rewind without max steps, say): a run, a tuner's trial and `--param` are refused before any work.
+    check: Callable[[Mapping], None] | None = None
 
     @property
     def defaults(self) -> dict:
         return {name: p.default for name, p in self.space.items()}
 
     def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict:
-        return resolve(self.space, overrides, owner=f"{self.kind} {self.name!r}")
+        owner = f"{self.kind} {self.name!r}"
+        params = resolve(self.space, overrides, owner=owner)
+        if self.check is not None:
+            try:
+                self.check(dict(params))
+            except (ValueError, TypeError) as exc:
+                raise ParamError(f"{owner}: {exc}") from None
+        return params
+
+
+# What a method may declare it is (`family=`) and which data it reads (`touches=`), for `unlearn plugins`
+# and the docs. A family outside this list is allowed (a new kind of method); `touches` is one of these.
+FAMILIES = ("fine-tuning", "ascent", "relabelling", "distillation", "dampening", "noise", "boundary",
+            "pruning", "reinitialisation", "perturbation")
+TOUCHES = ("forget", "retain", "both", "none")
 
 
 @dataclass(frozen=True)
 class Method(Component):
-    """An unlearning method: fn(model, data, params, ctx) -> the unlearned model (eval mode)."""
+    """An unlearning method: fn(model, data, params, ctx) -> the unlearned model (eval mode).
+
+    `family` says what kind of method it is (FAMILIES), `touches` which of the split's data it reads
+    (TOUCHES: forget, retain, both, none; validation does not count), `citation` where it comes from
+    (paper and code): what `unlearn plugins` shows."""
 
     kind = "method"
+    family: str = ""
+    touches: str = ""
+    citation: str = ""
 
 
 @dataclass(frozen=True)

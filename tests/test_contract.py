@@ -63,7 +63,7 @@ def test_each_check_raises_its_own_error_not_an_assert(bench):
 
 
 # Modules of the harness a plugin may import: the versioned contract. Everything else is internal.
-PUBLIC = {"harness", "harness.stats", "harness.membership", "harness.testing"}
+PUBLIC = {"harness", "harness.stats", "harness.membership", "harness.testing", "harness.toolkit"}
 
 
 def imported_modules(path: Path) -> set[str]:

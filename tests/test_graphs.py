@@ -153,9 +153,15 @@ def test_cpu_compute_does_not_capture_by_default_and_inference_batches_grow_with
 
 @pytest.fixture(scope="module")
 def wider_bench():
+    """300 training images, 128 of them forgotten: a method that trains on forget alone (ga, the boundary
+    methods) still has more steps per epoch than the eager warm-up."""
+    from dataclasses import replace
+
     from harness.testing import Bench
 
-    return Bench.build(tiny_factory, synthetic_data(300, 80))
+    bench = Bench.build(tiny_factory, synthetic_data(300, 80))
+    train = torch.arange(bench.data.n_train)
+    return replace(bench, retain=train[128:], forget=train[:128])
 
 
 def _method_names():
@@ -167,7 +173,8 @@ def _method_names():
 @pytest.mark.parametrize("name", _method_names())
 def test_every_builtin_method_gives_the_same_model_with_captured_steps(name, wider_bench, monkeypatch):
     """Each built-in method on the CPU, eager and with emulated graphs (batches of 32, so epochs hold
-    several steps of one shape): bit-identical results, and the captured path was taken."""
+    several steps of one shape): bit-identical results, and the captured path was taken (by every method
+    that trains by epochs: SSD takes no optimiser step)."""
     from harness.cell import method_arguments
     from harness.host import default_host
     from harness.testing import fast_params
@@ -188,7 +195,7 @@ def test_every_builtin_method_gives_the_same_model_with_captured_steps(name, wid
     assert not records
     graphed = run(GRAPHED)
     assert _same(eager, graphed)
-    assert records, f"{name}: no step was captured"
+    assert records or "epochs" not in method.space, f"{name}: no step was captured"
 
 
 def test_the_retrain_clock_times_only_replays():

@@ -55,12 +55,17 @@ def test_bad_budgets_and_scenarios_are_refused_before_any_work(npz_dir, tmp_path
         plan(*config(npz_dir, tmp_path, **kw))
 
 
-def test_a_method_without_epochs_cannot_take_a_budget(npz_dir, tmp_path):
+def test_a_method_without_epochs_runs_once_whatever_the_budgets(npz_dir, tmp_path):
+    """A method that does not train by epochs (SSD) is one cell per split beside the budgeted ones, so the
+    protocol's `--epochs 2,5` over every method still plans; alone with --epochs it is refused."""
     from harness.host import discover
     from harness.registry import Method
 
     host = discover()
     host.methods.add(Method("no-epochs", lambda model, data, params, ctx: model))
+    p = plan(*config(npz_dir, tmp_path, methods=["no-epochs", "simple"], epochs=[2, 3]), host)
+    cells = [(c.name, c.budget) for c in p.cells(p.split(0))]
+    assert cells == [("original", None), ("retrain", None), ("no-epochs", None), ("simple", 2), ("simple", 3)]
     with pytest.raises(UsageError, match="has none"):
         plan(*config(npz_dir, tmp_path, methods=["no-epochs"], epochs=[2]), host)
 

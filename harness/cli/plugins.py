@@ -23,6 +23,10 @@ def plugins(verbose):
         click.echo(f"{kind}s:")
         for comp in registry:
             extra = "  [" + ", ".join(f"{k}={v}" for k, v in comp.defaults.items()) + "]" if comp.space else ""
+            if kind == "method" and (comp.family or comp.touches or comp.citation):
+                indent = "\n" + " " * 17
+                extra += f"{indent}family: {comp.family or '?'}; data: {comp.touches or '?'}"
+                extra += f"{indent}source: {comp.citation}" if comp.citation else ""
             if kind == "attack":
                 extra += "\n" + " " * 17 + "metrics: " + ", ".join(
                     f"{k} ({m.ideal}{', CI' if m.interval else ''})" if m.ideal else k

@@ -37,6 +37,7 @@ from ..fleet.storage import (
     worker_id,
 )
 from ..host import Host, default_host
+from ..params import ParamError
 from ..plan import plan
 from ..recorder import Recorder
 from ..spec import Site, Spec, UsageError
@@ -395,7 +396,12 @@ class _TrialObjective:
             raise SurplusTrial(f"{cfg.trials} trials already ended or running")
         trial.set_user_attr("worker", worker_id())
         trial.set_user_attr("counted", False)
-        params = self.study.space.sample(trial)
+        try:
+            params = self.study.space.sample(trial)
+        except ParamError as exc:  # each value in range, but not together (the method's check): a failed trial
+            trial.set_user_attr("counted", True)
+            trial.set_user_attr("error", str(exc)[:500])
+            raise TrialFailed(str(exc)) from None
         method = next(m for m in plan_.methods if m.name == self.study.method)
         child = t.tracker.start_child(self.parent, f"trial {trial.number}", tags=t._tags(
             run_kind="trial", method=method.name, trial_number=trial.number, study_name=self.study.optuna.study_name,

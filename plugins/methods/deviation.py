@@ -54,7 +54,9 @@ def deviation(model, data, params, ctx):
 
 @hookimpl
 def register_methods(register):
-    register("deviation", deviation, space={
+    register("deviation", deviation, family="perturbation", touches="retain",
+             citation="NeurIPS 2023 Machine Unlearning competition, 3rd place (S. Achour)",
+             space={
         "epochs": Int(1, 30, default=4, help="fine-tuning epochs on retain (the main phase)"),
         "lr": Float(1e-5, 1e-1, default=1.4e-3, log=True, help="SGD lr of the fine-tuning (source: 7e-4 at batch 64)"),
         "sigma": Float(0.05, 1.0, default=0.6, log=True, help="std of the initial absolute weight noise"),

@@ -65,7 +65,9 @@ def distillation(model, data, params, ctx):
 
 @hookimpl
 def register_methods(register):
-    register("distillation", distillation, space={
+    register("distillation", distillation, family="distillation", touches="retain",
+             citation="NeurIPS 2023 Machine Unlearning competition, 6th place (Karypidis et al.)",
+             space={
         "epochs": Int(1, 30, default=2, help="fine-tuning epochs on retain (the main phase; the recipe: 3)"),
         "lr": Float(1e-5, 1e-1, default=1e-3, log=True, help="SGD learning rate of the fine-tuning"),
         "warmup_epochs": Int(0, 10, default=3, help="distillation epochs over the validation set first"),

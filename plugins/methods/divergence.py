@@ -100,7 +100,9 @@ def divergence(model, data, params, ctx):
 
 @hookimpl
 def register_methods(register):
-    register("divergence", divergence, space={
+    register("divergence", divergence, family="distillation", touches="both",
+             citation="NeurIPS 2023 Machine Unlearning competition, 1st place (Fanchuan)",
+             space={
         "epochs": Int(1, 30, default=5, help="rounds of (contrastive forget pass + retain epoch); source: 8"),
         "temperature": Float(0.5, 3.0, default=1.15, help="temperature t of the contrastive loss"),
         "forget_lr": Float(1e-5, 1e-2, default=3e-4, log=True, help="peak lr of the contrastive forget rounds"),

@@ -114,7 +114,9 @@ def gradient(model, data, params, ctx):
 
 @hookimpl
 def register_methods(register):
-    register("gradient", gradient, space={
+    register("gradient", gradient, family="reinitialisation", touches="both",
+             citation="NeurIPS 2023 Machine Unlearning competition, 2nd place (D. Lee, J. Bae, J. Kim)",
+             space={
         "epochs": Int(1, 30, default=5, help="retraining epochs on retain (the main phase)"),
         "lr": Float(1e-5, 1e-1, default=2e-3, log=True, help="peak SGD lr (source: 1e-3 at batch 64)"),
         "fraction": Float(0.05, 0.6, default=0.3, help="share of each conv's weights re-initialised"),

@@ -93,7 +93,9 @@ def pruning(model, data, params, ctx):
 
 @hookimpl
 def register_methods(register):
-    register("pruning", pruning, space={
+    register("pruning", pruning, family="pruning", touches="retain",
+             citation="NeurIPS 2023 Machine Unlearning competition, 4th place (S. Oleszko)",
+             space={
         "epochs": Float(0.5, 30.0, default=3.2,
                         help="fine-tuning length in retain epochs: int(epochs * batches per epoch) steps"),
         "lr": Float(1e-5, 1e-1, default=5e-4, log=True, help="SGD learning rate of the fine-tuning (constant)"),

@@ -91,7 +91,9 @@ def pseudo(model, data, params, ctx):
 
 @hookimpl
 def register_methods(register):
-    register("pseudo", pseudo, space={
+    register("pseudo", pseudo, family="relabelling", touches="both",
+             citation="NeurIPS 2023 Machine Unlearning competition, 5th place (marvelworld)",
+             space={
         "epochs": Int(1, 30, default=2, help="final epochs on retain + pseudo-labelled forget (the main phase)"),
         "lr": Float(1e-5, 1e-1, default=1e-3, log=True, help="SGD learning rate of the final phase"),
         "entropy_threshold": Float(0.05, 1.0, default=0.5,

@@ -36,7 +36,9 @@ def rotate(model, data, params, ctx):
 
 @hookimpl
 def register_methods(register):
-    register("rotate", rotate, space={
+    register("rotate", rotate, family="reinitialisation", touches="retain",
+             citation="NeurIPS 2023 Machine Unlearning competition, 5th place (toshi_k)",
+             space={
         "epochs": Int(1, 30, default=3, help="fine-tuning epochs on retain after the transpose (the main phase)"),
         "lr": Float(1e-5, 1e-1, default=1e-3, log=True, help="SGD learning rate of the fine-tuning"),
         **sgd_space(batch_size=64),

@@ -14,7 +14,9 @@ def simple(model, data, params, ctx):
 
 @hookimpl
 def register_methods(register):
-    register("simple", simple, space={
+    register("simple", simple, family="fine-tuning", touches="retain",
+             citation="NeurIPS 2023 Machine Unlearning starting kit (the paper's baseline)",
+             space={
         "epochs": Int(1, 30, default=5, help="fine-tuning epochs on retain"),
         "lr": Float(1e-4, 0.5, default=0.1, log=True),
         **sgd_space(batch_size=128),
