@@ -19,8 +19,8 @@ TIMING = ("seconds", "pct_retrain", "img_per_s")  # wall-clock figures: they dif
 def cells(uri: str, experiment: str) -> dict[tuple, dict[str, list[tuple[int, float]]]]:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    parent = client.search_runs([exp.experiment_id], "tags.run_kind = 'parent'", order_by=["attributes.start_time DESC"],
-                                max_results=1)[0]
+    parent = client.search_runs([exp.experiment_id], "tags.run_kind = 'parent'",
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
     out = {}
     for run in client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"):
         tags = run.data.tags

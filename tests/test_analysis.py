@@ -11,61 +11,8 @@ from scipy import stats
 from harness.reporting import analysis
 from harness.reporting.tables import headers
 
-ATTACK_METRICS = {"mia": {
-    "auc": {"target": 0.5, "label": "MIA AUC"},
-    "signed_auc": {"target": 0.5, "label": "signed AUC", "interval": ["signed_auc_low", "signed_auc_high"]},
-    "signed_auc_low": {"summary": False},
-    "signed_auc_high": {"summary": False},
-}}
-
-# method -> (retain, forget, validation accuracy, signed MIA AUC, % of retrain time)
-PROFILES = {
-    "original": (0.995, 0.995, 0.880, 0.58, math.nan),
-    "retrain": (0.990, 0.880, 0.880, 0.50, 100.0),
-    "finetune": (0.980, 0.950, 0.860, 0.55, 12.0),
-    "rotate": (0.960, 0.860, 0.860, 0.50, 30.0),
-    "pruning": (0.930, 0.780, 0.840, 0.45, 25.0),
-}
-
-
-def synthetic_frame(scenarios=("random", "targeted-red"), budgets=(5, 9), methods=("finetune", "rotate", "pruning"),
-                    seeds=range(5), noise=0.004) -> pd.DataFrame:
-    """Result rows like MlflowStore.rows: reference rows once per (scenario, seed), methods per budget. Each
-    (scenario, seed) split shifts every model's accuracies alike, so paired differences are tighter."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for scenario in scenarios:
-        for seed in seeds:
-            split = rng.normal(0, 0.01)
-            cells = [(m, math.nan) for m in ("original", "retrain")]
-            cells += [(m, float(e)) for e in (budgets or [math.nan]) for m in methods]
-            for method, epochs in cells:
-                retain, forget, valid, signed, pct = PROFILES[method]
-                forget, valid = forget + split + rng.normal(0, noise), valid + split + rng.normal(0, noise)
-                signed = signed + rng.normal(0, noise)
-                rows.append({
-                    "method": method, "scenario": scenario, "epochs": epochs, "seed": seed, "status": "FINISHED",
-                    "run_id": f"{method}-{scenario}-{epochs}-{seed}", "acc_retain": retain + rng.normal(0, noise),
-                    "acc_forget": forget, "acc_validation": valid, "acc_test": valid,
-                    "forget_val_ratio": forget / valid,
-                    "pct_retrain_time": pct if method == "retrain" else pct + rng.normal(0, 1),
-                    "unlearn_seconds": 25.0 * pct, "mia/auc": 0.5 + abs(signed - 0.5) + rng.normal(0, noise),
-                    "mia/signed_auc": signed, "mia/signed_auc_low": signed - 0.01, "mia/signed_auc_high": signed + 0.01,
-                })
-    return pd.DataFrame(rows)
-
-
-def synthetic_curves(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch accuracies rising to each method row's final values (steps 1..epochs)."""
-    rows = []
-    for _, r in frame[~frame["method"].isin(analysis.REFERENCE_ROWS)].iterrows():
-        epochs = int(r["epochs"]) if not pd.isna(r["epochs"]) else 4
-        for step in range(1, epochs + 1):
-            for name in ("retain", "forget", "validation"):
-                value = r[f"acc_{name}"] - 0.1 * (epochs - step) / epochs
-                rows.append({"method": r["method"], "scenario": r["scenario"], "epochs": r["epochs"], "seed": r["seed"],
-                             "run_id": r["run_id"], "step": step, "metric": f"epoch_acc_{name}", "value": value})
-    return pd.DataFrame(rows)
+from .support import FRAME_METRICS as ATTACK_METRICS
+from .support import PROFILES, synthetic_frame
 
 
 def row(table: pd.DataFrame, method: str, scenario="random", epochs=5.0) -> pd.Series:

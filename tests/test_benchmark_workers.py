@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 import uuid
 from collections import Counter
 
@@ -16,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from .postgres import create_database
-from .test_integration import UNLEARN, env_for
+from .support import UNLEARN, env_for, wait_for
 
 pytestmark = pytest.mark.integration
 BENCH = ["--profile", "smoke", "--model", "tiny-cnn", "--seeds", "0,1", "--methods", "simple,noisy-finetune",
@@ -27,15 +26,6 @@ BENCH = ["--profile", "smoke", "--model", "tiny-cnn", "--seeds", "0,1", "--metho
 def start(args, env, cwd, host):
     return subprocess.Popen([*UNLEARN, *args], env={**env, "HARNESS_WORKER_HOST": host, "OMP_NUM_THREADS": "1"},
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(predicate, what, timeout=180, poll=0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if found := predicate():
-            return found
-        time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_workers_one_killed_mid_cell_every_cell_done_once(tmp_path, data_dir, postgres_url):

@@ -87,9 +87,19 @@ def test_a_method_leaving_grad_mode_off_fails_alone_and_the_run_goes_on(tmp_path
     assert 0 < rows["simple"]["mia/auc"] < 1
 
 
+@pytest.fixture
+def several_threads():
+    """At least 2 torch threads during the test (a pytest-xdist worker runs with 1), so that the careless
+    method's `set_num_threads(1)` is a change."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(before, 2))
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("method, change", [("float64", "default dtype torch.float64 (was torch.float32)"),
                                             ("fewer-threads", "num threads 1 (was")])
-def test_a_method_changing_global_state_spoils_no_later_cell(method, change, tmp_path, data_dir):
+def test_a_method_changing_global_state_spoils_no_later_cell(method, change, tmp_path, data_dir, several_threads):
     """Before: after `torch.set_default_dtype(torch.float64)` every later method FAILED with 'expected scalar
     type Double but found Float'. Now the guilty cell fails with what it changed, and the cells after it
     give exactly what they give in a run without it."""
@@ -143,11 +153,12 @@ def test_smoke_models_whose_logits_overflow_float16_give_finite_bank_attacks(tmp
     """Before: `--profile smoke --methods simple --references 2` (ResNet18): the smoke recipe's models reach
     logits of about 5e4 and more, the float16 logit cache turned 691 of 8,000 bank values into inf,
     lira-offline failed on every row ("Input contains infinity") and feature-cka logged NaN for the
-    original as FINISHED."""
+    original as FINISHED. (The bank, the original and the retrain train as then; simple runs 1 epoch, not
+    its default 5: its row is checked the same, and its training is not where the logits overflowed.)"""
     cache = tmp_path / "cache"
     result = run(*configure(methods=["simple"], profile="smoke", bank_size=2, show_progress=False,
                             attacks=["lira-offline", "feature-cka", "rmia"], data_dir=str(data_dir),
-                            cache_dir=str(cache)), tracker=MemoryTracker())
+                            cache_dir=str(cache), params={"simple": {"epochs": 1}}), tracker=MemoryTracker())
     banks = [torch.load(p, weights_only=True)["logits"] for p in sorted((cache / "models").glob("*.logits.pt"))]
     assert len(banks) == 2 and max(float(b.abs().max()) for b in banks) > 65504  # beyond float16: the old inf
     assert all(b.dtype == torch.float32 and torch.isfinite(b).all() for b in banks)

@@ -241,7 +241,7 @@ class SelfTerminating:
         register("self-terminating", stop, space={"epochs": Int(1, 2, default=1)})
 
 
-def test_sigterm_ends_runs_killed_like_ctrl_c(tmp_path, monkeypatch, npz_dir):
+def test_sigterm_ends_runs_killed_like_ctrl_c(tmp_path, monkeypatch, npz_dir, sqlite_store):
     import signal
 
     import mlflow
@@ -250,7 +250,7 @@ def test_sigterm_ends_runs_killed_like_ctrl_c(tmp_path, monkeypatch, npz_dir):
     monkeypatch.setattr("harness.plan.default_host", lambda: host)
     monkeypatch.chdir(tmp_path)
     before = signal.getsignal(signal.SIGTERM)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = sqlite_store(tmp_path / "mlflow.db")
     result = invoke("run", *SMOKE, "--data-dir", str(npz_dir), "--cache-dir", str(tmp_path / "c"), "--tracking-uri",
                     uri, "--methods", "self-terminating", "--attacks", "mia")
     assert result.exit_code == 128 + signal.SIGTERM, result.output
@@ -262,7 +262,7 @@ def test_sigterm_ends_runs_killed_like_ctrl_c(tmp_path, monkeypatch, npz_dir):
     assert status == {"parent": "KILLED", "original": "FINISHED", "retrain": "FINISHED", "self-terminating": "KILLED"}
 
 
-def test_protocol_lists_then_ui_view_and_an_exact_reproduction(tmp_path, monkeypatch, npz_dir):
+def test_protocol_lists_then_ui_view_and_an_exact_reproduction(tmp_path, monkeypatch, npz_dir, sqlite_store):
     """--scenarios and --epochs make one cell per (method, scenario, seed, budget), the terminal shows one
     table per scenario and budget, `unlearn ui` prints the comparison view's URL, and `unlearn reproduce`
     re-runs a logged cell to the same numbers; on other data it says what differs and refuses."""
@@ -272,7 +272,7 @@ def test_protocol_lists_then_ui_view_and_an_exact_reproduction(tmp_path, monkeyp
     from harness.testing import synthetic_arrays
 
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = sqlite_store(tmp_path / "mlflow.db")
     common = ["--cache-dir", str(tmp_path / "c"), "--tracking-uri", uri]
     result = invoke("run", *SMOKE, "--data-dir", str(npz_dir), *common, "--methods", "simple", "--attacks", "mia",
                     "--scenarios", "random,class", "--epochs", "1,2")

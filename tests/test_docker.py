@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import click
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -201,6 +202,7 @@ def _basic(user: str, password: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
+@pytest.mark.slow
 def test_the_entry_point_refuses_to_start_without_the_admin_password(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     done = subprocess.run(["sh", str(DOCKER / "mlflow-server.sh"), "--port", "1"], env=env, capture_output=True,
@@ -208,12 +210,13 @@ def test_the_entry_point_refuses_to_start_without_the_admin_password(tmp_path):
     assert done.returncode != 0 and "MLFLOW_AUTH_ADMIN_PASSWORD" in done.stderr
 
 
-def test_the_basic_auth_server_answers_only_with_credentials(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_the_basic_auth_server_answers_only_with_credentials(tmp_path, monkeypatch, sqlite_store):
     """docker/mlflow-server.sh with the compose service's arguments, stores moved to SQLite in tmp_path and the
     address to loopback: a request without credentials gets 401, whatever its Host header says."""
     port, user, password = _free_port(), "admin", "an admin password for tests"
     args = list(SERVICES["mlflow"]["command"])
-    for flag, value in {"--backend-store-uri": f"sqlite:///{tmp_path}/mlflow.db", "--host": "127.0.0.1",
+    for flag, value in {"--backend-store-uri": sqlite_store(tmp_path / "mlflow.db"), "--host": "127.0.0.1",
                         "--artifacts-destination": str(tmp_path / "artifacts"), "--port": str(port)}.items():
         args[args.index(flag) + 1] = value
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

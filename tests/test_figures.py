@@ -9,7 +9,9 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from harness.reporting import analysis, figures
-from tests.test_analysis import ATTACK_METRICS, synthetic_curves, synthetic_frame
+
+from .support import FRAME_METRICS as ATTACK_METRICS
+from .support import synthetic_curves, synthetic_frame
 
 ORDER = ["original", "retrain", "finetune", "rotate", "pruning"]
 

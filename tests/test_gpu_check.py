@@ -9,16 +9,16 @@ from click.testing import CliRunner
 
 from harness.cli import main
 
-from .conftest import REPO
+from .support import REPO, worker_threads
 
 
-def test_gpu_check_runs_on_the_cpu_and_its_runs_import_into_a_report(data_dir, tmp_path):
+def test_gpu_check_runs_on_the_cpu_and_its_runs_import_into_a_report(data_dir, tmp_path, sqlite_store):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "PROFILE": "smoke", "REFERENCE_ROWS": "0",
            "METHODS": "simple", "BATCHES": "1", "REPEATS": "1", "EVAL_LIMIT": "400", "HARNESS_DATA_DIR": str(data_dir),
            "HARNESS_CACHE_DIR": str(tmp_path / "cache"), "PYTHON": sys.executable, "GPU_DIR": str(tmp_path / "none"),
            "STEPS": "paper eval throughput", "THROUGHPUT_ARGS": "--batch-size 16 --warmup 1 --kit-workers 0",
-           "OMP_NUM_THREADS": "2"}
+           "OMP_NUM_THREADS": str(worker_threads())}
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -34,7 +34,7 @@ def test_gpu_check_runs_on_the_cpu_and_its_runs_import_into_a_report(data_dir, t
     children = [r for r in saved["runs"] if "mlflow.parentRunId" in r["tags"]]
     assert {r["tags"]["method"] for r in children} == {"original", "retrain", "simple"}
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path / "mlflow.db")
     cli = CliRunner()
     imported = cli.invoke(main, ["import", str(out / "runs.json"), "--tracking-uri", uri])
     assert imported.exit_code == 0, imported.output

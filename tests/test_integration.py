@@ -2,57 +2,16 @@
 temporary MLflow store; a third-party plugin package installed with pip and discovered through its entry
 point; and faults that need real processes (SIGKILL, two at once). Where the process boundary is not what
 is tested, the CLI runs in this process through click's CliRunner (same code, no interpreter start-up)."""
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from harness.host import default_host
 
-from .conftest import REPO
+from .support import REPO, UNLEARN, cli_in_process, env_for, in_process, mlflow_runs
 
 pytestmark = pytest.mark.integration
-UNLEARN = [sys.executable, "-m", "harness.cli"]
-
-
-def env_for(tmp: Path, data_dir: Path, pythonpath: str | None = None) -> dict:
-    """The test process's environment (PYTHONPATH carries the example plugin unless replaced)."""
-    env = {**os.environ, "HARNESS_DATA_DIR": str(data_dir), "HARNESS_CACHE_DIR": str(tmp / "cache"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"}
-    if pythonpath is not None:
-        env["PYTHONPATH"] = pythonpath
-    return env
-
-
-def mlflow_runs(env, experiment):
-    import mlflow
-
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    return mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
-
-
-def in_process(monkeypatch, tmp: Path, data_dir: Path) -> dict:
-    """Set this process up as `env_for` sets up a subprocess (environment, working folder) for `unlearn`
-    through click's CliRunner: the CLI's own code, without the seconds a fresh interpreter takes to import
-    torch and MLflow. The subprocess path is covered by the fault tests and the plugin test below."""
-    env = env_for(tmp, data_dir)
-    for key in ("HARNESS_DATA_DIR", "HARNESS_CACHE_DIR", "MLFLOW_TRACKING_URI"):
-        monkeypatch.setenv(key, env[key])
-    monkeypatch.chdir(tmp)
-    return env
-
-
-def cli_in_process(monkeypatch, *args):
-    """`unlearn ARGS` through CliRunner, with sys.argv as the console script would see it (the run records
-    its command line from there); the click Result (stdout and stderr apart)."""
-    from click.testing import CliRunner
-
-    from harness.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["unlearn", *args])
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def test_every_method_through_the_cli_into_mlflow_and_a_report(tmp_path, data_dir, monkeypatch, caplog, sqlite_store):

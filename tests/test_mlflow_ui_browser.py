@@ -11,7 +11,11 @@ import pytest
 
 from harness.reporting import mlflow_view as mv
 
-from .test_mlflow_view import ATTACK_METRICS, KEYS, METHODS, SEEDS, write_smoke_benchmark
+from .support import VIEW_KEYS as KEYS
+from .support import VIEW_METHODS as METHODS
+from .support import VIEW_METRICS as ATTACK_METRICS
+from .support import VIEW_SEEDS as SEEDS
+from .support import write_smoke_benchmark
 
 CHROMIUM = os.environ.get("HARNESS_CHROMIUM", "/usr/bin/chromium")
 CARD = '[data-testid="experiment-view-compare-runs-card"]'
@@ -58,12 +62,12 @@ def page(browser):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, sqlite_store):
     """(base URL, experiment id) of a server on a store holding one benchmark and its view, pinned to its
     rows as the runner leaves it (the default filter, every finished child, is checked in
     test_mlflow_view.py: the page is the same)."""
     folder = tmp_path_factory.mktemp("mlflow-ui")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = sqlite_store(folder / "mlflow.db")
     tracker, _, finished = write_smoke_benchmark(uri, epochs=1)
     assert mv.write_benchmark_view(tracker, ATTACK_METRICS, run_ids=finished) == mv.DEFAULT_KEY
     with mv.serve(uri, log_path=str(folder / "server.log")) as base_url:

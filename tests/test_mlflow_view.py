@@ -1,54 +1,15 @@
 """The MLflow comparison view without a browser: the state the UI reads, the tag that holds it, its URL.
 
-`write_smoke_benchmark` builds the synthetic benchmark the browser test opens (tests/test_mlflow_ui_browser.py)."""
+`write_smoke_benchmark` (tests/support.py) builds the synthetic benchmark, as the browser test opens it too."""
 import json
-import random
 
 import pytest
 
 from harness.reporting import mlflow_view as mv
-from harness.tracking import FINISHED, KILLED, MlflowTracker
 
-METHODS = ["original", "retrain", "simple", "rotate", "gradient"]
-SEEDS = [0, 1]
-ATTACK_METRICS = {"mia": {"auc": {"target": 0.5, "label": "MIA AUC"},
-                          "signed_auc": {"target": 0.5, "label": "signed AUC"},
-                          "signed_auc_low": {"summary": False}}}
-KEYS = [("forget_val_ratio", "1"), ("mia/auc", "0.5"), ("mia/signed_auc", "0.5"),
-        ("acc_validation", "higher"), ("pct_retrain_time", "lower")]
-
-
-def write_smoke_benchmark(uri: str, experiment: str = "smoke-benchmark", epochs: int = 3):
-    """A benchmark as the runner writes it: a parent, then original, retrain and three methods x two seeds
-    with final metrics at step 0 and per-epoch curves, and a cell a dead process left KILLED.
-    Returns (tracker, parent run id, run ids of the FINISHED children)."""
-    rng = random.Random(0)
-    tracker = MlflowTracker(uri, experiment)
-    parent = tracker.start_parent("smoke-forget", {"run_kind": "parent", "config_hash": "c0ffee", "command": "run"})
-    killed = tracker.start_child(parent, "simple seed=0", {"run_kind": "child", "method": "simple",
-                                                           "scenario": "forget", "epochs": "", "seed": 0,
-                                                           "cell_hash": "simple-0"})
-    killed.log_metrics({"epoch_acc_forget": 0.1}, step=0)
-    killed.end(KILLED)
-    finished = []
-    for method in METHODS:
-        for seed in SEEDS:
-            child = tracker.start_child(parent, f"{method} seed={seed}", {
-                "run_kind": "child", "method": method, "scenario": "forget", "epochs": "", "seed": seed,
-                "cell_hash": f"{method}-{seed}"})
-            for epoch in range(epochs + 1):
-                child.log_metrics({"epoch_acc_forget": rng.uniform(0.5, 1.0),
-                                   "epoch_acc_validation": rng.uniform(0.6, 0.8)}, step=epoch)
-            validation, forget = rng.uniform(0.72, 0.8), rng.uniform(0.6, 0.95)
-            child.log_metrics({"acc_retain": rng.uniform(0.8, 0.95), "acc_forget": forget, "acc_validation": validation,
-                               "acc_test": rng.uniform(0.72, 0.8), "forget_val_ratio": forget / validation,
-                               "pct_retrain_time": 100.0 if method == "retrain" else rng.uniform(2, 30),
-                               "unlearn_seconds": rng.uniform(1, 9), "mia/auc": rng.uniform(0.45, 0.62),
-                               "mia/signed_auc": rng.uniform(0.45, 0.62), "mia/signed_auc_low": 0.4})
-            child.end(FINISHED)
-            finished.append(child.run_id)
-    parent.end(FINISHED)
-    return tracker, parent.run_id, finished
+from .support import VIEW_KEYS as KEYS
+from .support import VIEW_METRICS as ATTACK_METRICS
+from .support import write_smoke_benchmark
 
 
 class FakeExperiment:
@@ -180,10 +141,10 @@ def test_write_benchmark_view_skips_trackers_without_a_store():
     assert mv.write_benchmark_view(MemoryTracker(), ATTACK_METRICS) is None
 
 
-def test_view_in_a_real_store(tmp_path):
+def test_view_in_a_real_store(tmp_path, sqlite_store):
     """Through MLflow: the tag fits its limits and reads back, its filters find the benchmark's rows (not
     the KILLED one), and `unlearn ui` finds the experiment."""
-    tracker, _, finished = write_smoke_benchmark(f"sqlite:///{tmp_path / 'mlflow.db'}", epochs=1)
+    tracker, _, finished = write_smoke_benchmark(sqlite_store(tmp_path / "mlflow.db"), epochs=1)
     client, experiment_id = tracker.client, tracker.experiment_id
     for run_ids in (None, finished, finished):
         assert mv.write_benchmark_view(tracker, ATTACK_METRICS, run_ids=run_ids) == "benchmark"

@@ -66,21 +66,6 @@ def host():
     return discover(extra_plugins=[("test-plugin", TestPlugin())])
 
 
-@pytest.fixture(autouse=True)
-def small_forget_grids(request, monkeypatch):
-    """Each new parent draws its splits' forget images: 32 matplotlib axes per split, most of a smoke run's
-    time on the CPU. These tests are about other things (a plotting error is only a warning to the runner),
-    so the grid shows the first image only, through the same code; test_run_logs_... keeps the full one."""
-    if request.node.name.startswith("test_run_logs_parent_children"):
-        return
-    import functools
-
-    import harness.reporting.tables
-
-    monkeypatch.setattr(harness.reporting.tables, "forget_grid",
-                        functools.partial(harness.reporting.tables.forget_grid, limit=1))
-
-
 def config(npz_dir, cache, **kw):
     base = dict(methods=["simple"], profile="smoke", model="tiny-cnn", data_dir=str(npz_dir), cache_dir=str(cache),
                 show_progress=False, params={"simple": {"epochs": 2}}, attacks=["mia"])
@@ -240,6 +225,7 @@ def test_resume_against_a_real_mlflow_sqlite_store(npz_dir, tmp_path, host, sqli
     assert len(table["data"]) == 4 and "mia/auc" in table["columns"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_run_whose_owner_is_alive_and_adopts_a_dead_one(npz_dir, tmp_path, host):
     """A live run is never adopted (it would run every remaining cell twice); a RUNNING one whose process is
     gone is, and its orphan cells are marked KILLED."""

@@ -71,6 +71,7 @@ def test_dashboard_warns_off_loopback_only(started, tmp_path):
     assert started[1][-4:] == ["--host", "127.0.0.1", "--port", "8080"]
 
 
+@pytest.mark.slow
 def test_the_supervisor_exits_with_the_server_status():
     def status(code: str) -> int:
         return subprocess.run(serve.supervised([sys.executable, "-c", code]), timeout=30).returncode
@@ -144,14 +145,15 @@ def _stop_and_check(proc: subprocess.Popen, port: int, signum: int, within: floa
         proc.wait(timeout=10)
 
 
-def test_sigterm_to_unlearn_ui_stops_every_process_of_the_mlflow_server(tmp_path):
+@pytest.mark.slow
+def test_sigterm_to_unlearn_ui_stops_every_process_of_the_mlflow_server(tmp_path, sqlite_store):
     """The report: SIGTERM to `unlearn ui` left MLflow's job runner and its consumers behind (exec'd into
     `mlflow ui`, which forwards the signal to uvicorn alone)."""
     port = _free_port()
     env = {**os.environ, "MLFLOW_WORKERS": "1"}  # one uvicorn worker: a faster start, the same process layout
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port),
-                             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, env=env,
+                             "--tracking-uri", sqlite_store(tmp_path / "mlflow.db")], cwd=tmp_path, env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1", proc)
@@ -161,6 +163,7 @@ def test_sigterm_to_unlearn_ui_stops_every_process_of_the_mlflow_server(tmp_path
     assert _stop_and_check(proc, port, signal.SIGTERM) == 0
 
 
+@pytest.mark.slow
 def test_sighup_to_unlearn_dashboard_stops_it(tmp_path):
     """A closed terminal (SIGHUP) means "reload" to the dashboard's gunicorn: it kept serving, alone."""
     import optuna

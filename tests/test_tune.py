@@ -22,7 +22,7 @@ from harness.spec import configure
 from harness.tracking import MemoryTracker
 from harness.tuning import TuneConfig, tune
 
-from .test_integration import cli_in_process, in_process
+from .support import cli_in_process, in_process
 
 pytestmark = pytest.mark.integration
 # Smoke trials are timed against a 1-epoch retrain: a budget that every trial meets.

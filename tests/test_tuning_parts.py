@@ -149,6 +149,7 @@ def test_storage_defaults_and_refusals(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing created by checking
 
 
+@pytest.mark.slow
 def test_a_running_trial_of_a_dead_local_worker_is_failed_and_queued_again(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -210,6 +211,7 @@ def test_bad_config_files_are_refused(tmp_path, text, message):
 
 
 # -- dashboard -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dashboard_serves_a_journal_study_on_loopback(tmp_path):
     import json
     import socket

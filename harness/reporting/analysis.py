@@ -144,6 +144,31 @@ def paired_gap(rows: pd.DataFrame, reference: pd.DataFrame, column: str) -> Esti
     return mean_ci((per_seed(rows, column) - per_seed(reference, column)).dropna())
 
 
+class _SeedMeans:
+    """`per_seed` of the same rows for many columns, from one groupby: a summary asks it of every cell for
+    every column and check, and one groupby per column and cell was most of a report's time. The values are
+    those of `per_seed` (the same per-group mean, in the same order)."""
+
+    def __init__(self, rows: pd.DataFrame, columns: list[str]):
+        self.rows = rows
+        present = list(dict.fromkeys(c for c in columns if c in rows))
+        self.table = rows.groupby("seed")[present].mean() if present and not rows.empty else None
+
+    def __call__(self, column: str) -> pd.Series:
+        if self.table is None or column not in self.table:
+            return pd.Series(dtype=float)
+        return self.table[column].dropna()
+
+    def on_seeds(self, seeds) -> _SeedMeans:
+        """The same for the rows of `seeds` only (retrain on a method's splits)."""
+        restricted = _SeedMeans.__new__(_SeedMeans)
+        restricted.rows = self.rows[self.rows["seed"].isin(seeds)]
+        restricted.table = None if self.table is None else self.table[self.table.index.isin(seeds)]
+        if restricted.table is not None and restricted.rows.empty:
+            restricted.table = None
+        return restricted
+
+
 def _cells(frame: pd.DataFrame) -> Iterator[tuple[str, float, str, pd.DataFrame, pd.DataFrame]]:
     """(scenario, epochs, method, its FINISHED rows, retrain's FINISHED rows) per group and method."""
     order = method_order(frame)
@@ -187,15 +212,17 @@ def _signed(fmt: str, value: float) -> str:
     return fmt.replace("{:", "{:+").format(value)
 
 
-def _versus_retrain(mine: pd.DataFrame, retrain: pd.DataFrame, check: _Check):
+def _versus_retrain(mine: _SeedMeans, retrain: _SeedMeans, check: _Check):
     """(low, high) of method - retrain, 0 and the evidence's wording; None without a common seed."""
     col, fmt = check.column, check.metric.fmt
-    gap = paired_gap(mine, retrain, col)
+    differences = (mine(col) - retrain(col)).dropna()
+    gap = mean_ci(differences)
     if gap.n >= 2:
         return gap.low, gap.high, 0.0, (f"{check.label} {{}} retrain (gap {_signed(fmt, gap.mean)}, CI "
                                         f"{_signed(fmt, gap.low)} to {_signed(fmt, gap.high)}, {gap.n} seeds)")
     if gap.n == 1:  # the two runs' own intervals are disjoint exactly when this range excludes 0
-        seed = (per_seed(mine, col) - per_seed(retrain, col)).dropna().index[0]
+        seed = differences.index[0]
+        mine, retrain = mine.rows, retrain.rows
         low, high = _run_interval(mine[mine["seed"] == seed], check)
         r_low, r_high = _run_interval(retrain[retrain["seed"] == seed], check)
         return low - r_high, high - r_low, 0.0, (f"{check.label} {{}} retrain (CI {fmt.format(low)} to "
@@ -204,22 +231,21 @@ def _versus_retrain(mine: pd.DataFrame, retrain: pd.DataFrame, check: _Check):
     return None
 
 
-def _versus_target(mine: pd.DataFrame, check: _Check):
+def _versus_target(mine: _SeedMeans, check: _Check):
     """(low, high) of the metric, its target and the evidence's wording; None without a value."""
     col, fmt, target = check.column, check.metric.fmt, check.metric.target
-    est = mean_ci(per_seed(mine, col))
+    est = mean_ci(mine(col))
     if est.n == 0:
         return None
-    low, high = (est.low, est.high) if est.n >= 2 else _run_interval(mine[mine[col].notna()], check)
+    low, high = (est.low, est.high) if est.n >= 2 else _run_interval(mine.rows[mine.rows[col].notna()], check)
     return low, high, target, (f"{check.label} {{}} {target:g} (mean {fmt.format(est.mean)}, CI "
                                f"{fmt.format(low)} to {fmt.format(high)}, {est.n} seed{'s' * (est.n != 1)})")
 
 
-def _side(mine: pd.DataFrame, retrain: pd.DataFrame, check: _Check) -> tuple[int, str]:
+def _side(mine: _SeedMeans, same_splits: _SeedMeans, check: _Check) -> tuple[int, str]:
     """+1 / -1 when the metric is surely above / below its reference (retrain on the same splits when it
     has the metric there, else the declared target), 0 when the interval straddles it; and the evidence."""
-    same_splits = retrain[retrain["seed"].isin(mine["seed"])]
-    if per_seed(same_splits, check.column).empty:
+    if same_splits(check.column).empty:
         evidence = _versus_target(mine, check)
     else:
         evidence = _versus_retrain(mine, same_splits, check)
@@ -230,10 +256,11 @@ def _side(mine: pd.DataFrame, retrain: pd.DataFrame, check: _Check) -> tuple[int
     return side, text.format("above" if side > 0 else "below")
 
 
-def _flags(method: str, mine: pd.DataFrame, retrain: pd.DataFrame, checks: list[_Check]) -> dict:
+def _flags(method: str, mine: _SeedMeans, retrain: _SeedMeans, checks: list[_Check]) -> dict:
     under, over = [], []
+    same_splits = retrain.on_seeds(mine.rows["seed"]) if checks and method != "retrain" else retrain
     for check in checks if method != "retrain" else []:
-        side, why = _side(mine, retrain, check)
+        side, why = _side(mine, same_splits, check)
         if side * check.direction > 0:
             under.append(why)
         elif side * check.direction < 0:
@@ -247,9 +274,19 @@ def forgetting_flags(frame: pd.DataFrame, attack_metrics: dict[str, dict]) -> pd
     """Per (scenario, epochs, method): under_forgetting, over_forgetting (bools) and flag_reasons (the
     evidence in words), decided from intervals as FLAG_RULES says."""
     checks = _checks(attack_metrics)
-    rows = [{"scenario": s, "epochs": e, "method": m, **_flags(m, mine, retrain, checks)}
-            for s, e, m, mine, retrain in _cells(frame)]
+    names = [c.column for c in checks]
+    rows = [{"scenario": s, "epochs": e, "method": m, **_flags(m, _SeedMeans(mine, names), retrain, checks)}
+            for s, e, m, mine, retrain in _means_of_cells(frame, names)]
     return pd.DataFrame(rows, columns=KEYS + FLAG_COLUMNS)
+
+
+def _means_of_cells(frame: pd.DataFrame, columns: list[str]):
+    """_cells, with retrain's rows as _SeedMeans of `columns` (made once per group)."""
+    last = None  # (retrain rows, their _SeedMeans): one object per group in _cells
+    for scenario, epochs, method, mine, retrain in _cells(frame):
+        if last is None or last[0] is not retrain:
+            last = (retrain, _SeedMeans(retrain, columns))
+        yield scenario, epochs, method, mine, last[1]
 
 
 # -- summary ------------------------------------------------------------------------------------------------
@@ -267,11 +304,14 @@ def summary_table(frame: pd.DataFrame, attack_metrics: dict[str, dict]) -> pd.Da
     epochs group. C and C_std match report.format_summary's input."""
     present = [c for c, _ in columns(attack_metrics) if c in frame.columns]
     checks = _checks(attack_metrics)
+    needed = present + [c.column for c in checks]
     rows = []
-    for scenario, epochs, method, mine, retrain in _cells(frame):
+    for scenario, epochs, method, mine, retrain in _means_of_cells(frame, needed):
         row = {"scenario": scenario, "epochs": epochs, "method": method, "seeds": mine["seed"].nunique()}
+        mine = _SeedMeans(mine, needed)
         for c in present:
-            est, gap = mean_ci(per_seed(mine, c)), paired_gap(mine, retrain, c)
+            values = mine(c)
+            est, gap = mean_ci(values), mean_ci((values - retrain(c)).dropna())
             values = (est.mean, est.n, est.std, est.low, est.high, gap.mean, gap.n, gap.low, gap.high)
             row.update({c + suffix: v for suffix, v in zip(STATISTICS, values)})
         rows.append(row | _flags(method, mine, retrain, checks))
@@ -353,8 +393,9 @@ def _differences(frame: pd.DataFrame, metrics: list[str], baseline: str | None):
     order = method_order(frame)
     for (scenario, epochs), rows in groups(finished(frame)):
         methods = [m for m in order if m in set(rows["method"])]
+        means = {m: _SeedMeans(rows[rows["method"] == m], metrics) for m in methods}
         for metric in [m for m in metrics if m in rows]:
-            values = {m: per_seed(rows[rows["method"] == m], metric) for m in methods}
+            values = {m: means[m](metric) for m in methods}
             for versus, method in _pairs(methods, baseline):
                 yield scenario, epochs, metric, versus, method, (values[method] - values[versus]).dropna()
 
