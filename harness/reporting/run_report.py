@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..tracking import shown_uri
-from . import analysis, figures
+from . import analysis, figures, ranking
 from .tables import column_groups, columns, headers, markdown_table
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,10 @@ def write(report: RunReport, folder: Path) -> dict[str, Path]:
               "comparisons.csv": report.comparisons().to_csv(index=False),
               "results.csv": report.frame.to_csv(index=False),
               "summary.md": analysis.summary_markdown(report.summary, report.attack_metrics)}
+    for name, table in (("salun_terms.csv", ranking.salun_terms(report.frame)),
+                        ("ranking.csv", ranking.ranking(report.frame))):
+        if not table.empty:  # runs without the mia-efficacy attack have neither
+            tables[name] = table.to_csv(index=False)
     for name, text in tables.items():
         (folder / name).write_text(text)
         files[name] = folder / name
@@ -119,6 +123,7 @@ def markdown(report: RunReport, files: dict[str, Path], *, title: str, command: 
             lines += [f"**{FIGURE_CAPTIONS[name]}**", "", f"![{FIGURE_CAPTIONS[name]}]({path})", ""]
     lines += ["## Summary", "", analysis.summary_markdown(report.summary, report.attack_metrics), "",
               "<details><summary>How the flags are decided</summary>", "", analysis.FLAG_RULES, "</details>", ""]
+    lines += ranking.markdown(report.frame)
     lines += _comparisons(report)
     lines += _every_run(report)
     failed = report.frame[report.frame["status"] != "FINISHED"] if not report.frame.empty else report.frame
