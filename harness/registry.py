@@ -70,7 +70,7 @@ class Component:
 # What a method may declare it is (`family=`) and which data it reads (`touches=`), for `unlearn plugins`
 # and the docs. A family outside this list is allowed (a new kind of method); `touches` is one of these.
 FAMILIES = ("fine-tuning", "ascent", "relabelling", "distillation", "dampening", "noise", "boundary",
-            "pruning", "reinitialisation", "perturbation")
+            "influence", "pruning", "reinitialisation", "perturbation")
 TOUCHES = ("forget", "retain", "both", "none")
 
 
