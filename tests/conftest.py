@@ -44,10 +44,28 @@ def _memory_temproot() -> None:
     Set here, at import, so the pytest-xdist controller, its workers and their subprocesses agree."""
     shm = Path("/dev/shm")
     if "PYTEST_DEBUG_TEMPROOT" not in os.environ and shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
-        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(shm)
+        free = os.statvfs(shm)
+        if free.f_bavail * free.f_frsize >= SHM_NEEDED:  # a container's default /dev/shm is 64 MiB
+            os.environ["PYTEST_DEBUG_TEMPROOT"] = str(shm)
 
 
+def _shared_bytecode() -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set (as on these machines), every `unlearn` subprocess compiles the
+    harness, MLflow and Optuna again: a bytecode folder of the run's own (PYTHONPYCACHEPREFIX, outside the
+    checkout and the venv) lets the first process write it and the others read it. Python checks each
+    file's source against its bytecode, so nothing stale is used."""
+    global _PYCACHE
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTHONPYCACHEPREFIX" not in os.environ:
+        del os.environ["PYTHONDONTWRITEBYTECODE"]
+        _PYCACHE = os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="harness-pycache-")
+
+
+_PYCACHE: str | None = None  # made by this process (the run's first), removed by it at the end
+
+
+SHM_NEEDED = 4 << 30  # bytes: pytest keeps its last three runs' folders, a few hundred MB each
 _memory_temproot()
+_shared_bytecode()
 # Only the built-ins and the example plugin load, in this process and its subprocesses, whatever else the
 # environment has installed: a plugin installed for something else must not change what the tests see.
 os.environ["HARNESS_LOAD_PLUGINS"] = "harness-example-plugin"
@@ -130,6 +148,8 @@ def _scheduling(config, log, path: Path):
 def pytest_unconfigure(config):
     if path := getattr(config, "harness_groups", None):
         shutil.rmtree(path.parent, ignore_errors=True)
+    if _PYCACHE:
+        shutil.rmtree(_PYCACHE, ignore_errors=True)
 
 
 SLOW_FIXTURES = {"data_dir", "postgres_url"}  # the CIFAR-10 slice, the PostgreSQL server
