@@ -44,10 +44,13 @@ def with_gaps(table: pd.DataFrame) -> pd.DataFrame:
     return gaps
 
 
-def tau(a: pd.Series, b: pd.Series) -> tuple[float, float, int]:
+def tau(a: pd.Series, b: pd.Series) -> str:
+    """Kendall's tau-b of two orderings over their common methods, its p-value and n, as text."""
     common = a.index.intersection(b.index)
+    if a[common].nunique() < 2 or b[common].nunique() < 2:
+        return f"undefined: one side has every value tied (n={len(common)})"
     result = stats.kendalltau(a[common], b[common])
-    return float(result.statistic), float(result.pvalue), len(common)
+    return f"{result.statistic:+.2f} (p={result.pvalue:.2f}, n={len(common)})"
 
 
 def main() -> None:
@@ -71,8 +74,8 @@ def main() -> None:
     print("| metric | by value: tau (p, n) | by distance to retrain: tau (p, n) |")
     print("|---|---|---|")
     for metric in [*METRICS, "Avg-Gap"]:
-        by_value = "-" if metric == "Avg-Gap" else "{:+.2f} (p={:.2f}, n={})".format(*tau(paper[metric], mine[metric]))
-        by_gap = "{:+.2f} (p={:.2f}, n={})".format(*tau(paper_gaps[metric], my_gaps[metric]))
+        by_value = "-" if metric == "Avg-Gap" else tau(paper[metric], mine[metric])
+        by_gap = tau(paper_gaps[metric], my_gaps[metric])
         print(f"| {metric} | {by_value} | {by_gap} |")
     print("\norderings by distance to retrain, closest first (paper | ours)\n")
     for metric in [*METRICS, "Avg-Gap"]:
