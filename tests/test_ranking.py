@@ -60,7 +60,7 @@ def test_the_tables_are_absent_without_mia_efficacy_and_in_the_report_markdown_w
     frame = _frame()
     assert ranking.salun_terms(frame.drop(columns=[ranking.EFFICACY])).empty
     assert ranking.ranking(frame.drop(columns=[ranking.AVG_GAP])).empty
-    lines = "\n".join(ranking.markdown(frame))
+    lines = "\n".join(ranking.markdown(ranking.salun_terms(frame), ranking.ranking(frame)))
     assert "## In the SalUn paper's terms" in lines and "## Ranking with default parameters" in lines
     assert "| 1 | b | 3 |" in lines and "tied" in lines
     assert not math.isnan(ranking.ranking(frame)["avg_gap_low"].iloc[0])

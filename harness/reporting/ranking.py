@@ -99,9 +99,8 @@ def _interval(mean: float, low: float, high: float, fmt: str = "{:.1f}") -> str:
     return fmt.format(mean) + (f" [{fmt.format(low)}, {fmt.format(high)}]" if np.isfinite(low) else "")
 
 
-def markdown(frame: pd.DataFrame) -> list[str]:
-    """The two tables as report lines; none when the run has no mia-efficacy attack."""
-    terms, ranked = salun_terms(frame), ranking(frame)
+def markdown(terms: pd.DataFrame, ranked: pd.DataFrame) -> list[str]:
+    """salun_terms and ranking tables as report lines; none when the run has no mia-efficacy attack."""
     if terms.empty:
         return []
     lines = ["## In the SalUn paper's terms", "",

@@ -44,6 +44,16 @@ class RunReport:
         """summary_table of the rows: the CSV, the Markdown and the page read this one."""
         return analysis.summary_table(self.frame, self.attack_metrics)
 
+    @cached_property
+    def salun_terms(self) -> pd.DataFrame:
+        """ranking.salun_terms of the rows (empty without mia-efficacy): the CSV and the page read this one."""
+        return ranking.salun_terms(self.frame)
+
+    @cached_property
+    def ranking(self) -> pd.DataFrame:
+        """ranking.ranking of the rows (empty without mia-efficacy): the CSV and the page read this one."""
+        return ranking.ranking(self.frame)
+
     def comparisons(self, baseline: str | None = None) -> pd.DataFrame:
         return analysis.paired_comparisons(self.frame, self.key_metrics(), baseline=baseline)
 
@@ -87,8 +97,7 @@ def write(report: RunReport, folder: Path) -> dict[str, Path]:
               "comparisons.csv": report.comparisons().to_csv(index=False),
               "results.csv": report.frame.to_csv(index=False),
               "summary.md": analysis.summary_markdown(report.summary, report.attack_metrics)}
-    for name, table in (("salun_terms.csv", ranking.salun_terms(report.frame)),
-                        ("ranking.csv", ranking.ranking(report.frame))):
+    for name, table in (("salun_terms.csv", report.salun_terms), ("ranking.csv", report.ranking)):
         if not table.empty:  # runs without the mia-efficacy attack have neither
             tables[name] = table.to_csv(index=False)
     for name, text in tables.items():
@@ -123,7 +132,7 @@ def markdown(report: RunReport, files: dict[str, Path], *, title: str, command: 
             lines += [f"**{FIGURE_CAPTIONS[name]}**", "", f"![{FIGURE_CAPTIONS[name]}]({path})", ""]
     lines += ["## Summary", "", analysis.summary_markdown(report.summary, report.attack_metrics), "",
               "<details><summary>How the flags are decided</summary>", "", analysis.FLAG_RULES, "</details>", ""]
-    lines += ranking.markdown(report.frame)
+    lines += ranking.markdown(report.salun_terms, report.ranking)
     lines += _comparisons(report)
     lines += _every_run(report)
     failed = report.frame[report.frame["status"] != "FINISHED"] if not report.frame.empty else report.frame
